@@ -1,0 +1,65 @@
+"""Post-training BN statistics ("BN calibration") for any channel config.
+
+Universally slimmable nets do not track BN statistics in training: each width and each per-layer
+config needs its own. ``calibrate_bn`` computes them exactly (the mean and unbiased variance of
+every BN input over all calibration images, as a cumulative average would with momentum=None,
+but without its per-batch approximation of the variance) in train mode under no_grad, then
+stores them for that config. When to calibrate: always before evaluating or exporting a config
+of a universal / AutoSlim supernet; for a switchable (S-Net) config it is optional and replaces
+the running statistics of that config's private BN.
+"""
+from __future__ import annotations
+
+import torch
+
+from .nn import _CalibratableBN
+
+
+def _bn_layers(net):
+    layers = [m for m in net.modules() if isinstance(m, _CalibratableBN)]
+    if not layers:
+        raise ValueError("this model has no slimmable BN layers to calibrate (is it an exported child?)")
+    return layers
+
+
+def _batches(data, device):
+    """Yield image tensors from a DataLoader / iterable of (images, labels) or of images."""
+    for batch in data:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield images.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def calibrate_bn(net, cfg, data, num_images: int = 2000, device=None) -> int:
+    """Compute and store the BN statistics of ``cfg`` from up to ``num_images`` images of ``data``
+    (a DataLoader or any iterable of batches). Returns the number of images used.
+
+    The net is left at ``cfg`` and in the train/eval mode it was in before.
+    """
+    if num_images < 2:
+        raise ValueError(f"num_images must be >= 2, got {num_images}")
+    device = device or next(net.parameters()).device
+    cfg = net.set_channels(cfg)
+    layers = _bn_layers(net)
+    was_training = net.training
+    net.train()
+    seen = 0
+    for layer in layers:
+        layer.begin_calibration()
+    try:
+        for images in _batches(data, device):
+            images = images[: num_images - seen]
+            net(images)
+            seen += images.shape[0]
+            if seen >= num_images:
+                break
+        if seen < 2:
+            raise ValueError("calibration data yielded fewer than 2 images")
+        for layer in layers:
+            layer.end_calibration()
+    finally:
+        for layer in layers:
+            layer._accumulator = None
+        net.train(was_training)
+    return seen
+

@@ -1,0 +1,1 @@
+"""Subcommands of the ``slimnet`` CLI (see slimnet/cli.py)."""

@@ -1,0 +1,84 @@
+"""MobileNet v2 (Sandler et al. 2018), slimmable.
+
+At a uniform width ``w`` a child equals ``torchvision.models.mobilenet_v2(width_mult=w)``: same
+channels, MACs and parameters. Channel groups: ``stem``; one group per stage output (``s1`` ...
+``s7``, residual-tied inside the stage); one hidden (expand) group per block with an expansion
+(``b<k>.expand``; its depthwise conv follows it); ``last`` (the 1280 conv, never below 1280 for
+w <= 1). Small inputs (< 128 px) use stride 1 in the stem and in the 24-channel stage, so a
+32x32 image ends at 4x4 (28x28 at 4x4).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..space import ChannelGroup, make_divisible
+from .base import SlimNet, small_input
+
+# expansion t, output channels c, repeats n, first stride s (torchvision's table)
+SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+STEM, LAST = 32, 1280
+
+
+def _group(name, base, max_width, min_width, keep_base=False):
+    mult = (lambda w: max(w, 1.0)) if keep_base else (lambda w: w)
+    return ChannelGroup(name, base, make_divisible(base * mult(max_width)), make_divisible(base * mult(min_width)),
+                        keep_base=keep_base)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, L, in_ref, out_ref, hidden_ref, stride):
+        super().__init__()
+        layers = []
+        if hidden_ref != in_ref:
+            layers.append(L.conv_bn(in_ref, hidden_ref, 1, act=nn.ReLU6))
+        layers.append(L.conv_bn(hidden_ref, hidden_ref, 3, stride, act=nn.ReLU6, depthwise=True))
+        layers.append(L.conv_bn(hidden_ref, out_ref, 1, act=None))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and in_ref == out_ref
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileNetV2(SlimNet):
+    model_name = "mobilenet_v2"
+
+    @staticmethod
+    def channel_groups(max_width, min_width, **_):
+        groups = [_group("stem", STEM, max_width, min_width)]
+        by_name = {"stem": groups[0]}
+        prev, k = "stem", 0
+        for i, (t, c, n, _s) in enumerate(SETTINGS, start=1):
+            stage = by_name[f"s{i}"] = _group(f"s{i}", c, max_width, min_width)
+            groups.append(stage)
+            for _ in range(n):
+                k += 1
+                if t != 1:  # hidden width = t x the block's input channels, as torchvision
+                    src = by_name[prev]
+                    groups.append(ChannelGroup(f"b{k}.expand", src.base * t, src.max * t, src.min * t,
+                                               expand_of=prev, expand_ratio=t))
+                prev = stage.name
+        groups.append(_group("last", LAST, max_width, min_width, keep_base=True))
+        return groups
+
+    def build(self, L, num_classes, in_channels, input_size, dropout=0.2, **_):
+        small = small_input(input_size)
+        features = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2, act=nn.ReLU6)]
+        prev, k = "stem", 0
+        for i, (t, c, n, s) in enumerate(SETTINGS, start=1):
+            if small and c == 24:
+                s = 1
+            for j in range(n):
+                k += 1
+                hidden = prev if t == 1 else f"b{k}.expand"
+                features.append(InvertedResidual(L, prev, f"s{i}", hidden, s if j == 0 else 1))
+                prev = f"s{i}"
+        features.append(L.conv_bn(prev, "last", 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.pool = L.global_pool("last")
+        self.classifier = nn.Sequential(nn.Dropout(dropout), L.linear("last", num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+

@@ -1,0 +1,116 @@
+"""ResNets, slimmable: ImageNet basic-block (18, 34) and bottleneck (50) nets as torchvision's,
+and CIFAR-style nets (20, 56: three stages of 16/32/64 channels, basic blocks, 1x1 conv + BN
+projection shortcuts where the shape changes).
+
+Channel groups: ``stem``; one group per stage output ``s1`` ... (every block output in a stage
+is tied by the residual adds; a stage whose first block keeps the stem's channels and stride
+shares the ``stem`` group instead); the inner widths of every block, ``b<k>.mid`` (basic) or
+``b<k>.mid1`` / ``b<k>.mid2`` (bottleneck). Width rule: make_divisible(c * w, 8).
+
+The ImageNet nets on small inputs (< 128 px) use a 3x3 stride-1 stem without max-pooling.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..space import ChannelGroup, make_divisible
+from .base import SlimNet, small_input
+
+# depth -> (block kind, blocks per stage, stage widths, stem width, cifar-style)
+SPECS = {
+    18: ("basic", (2, 2, 2, 2), (64, 128, 256, 512), 64, False),
+    34: ("basic", (3, 4, 6, 3), (64, 128, 256, 512), 64, False),
+    50: ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 64, False),
+    20: ("basic", (3, 3, 3), (16, 32, 64), 16, True),
+    56: ("basic", (9, 9, 9), (16, 32, 64), 16, True),
+}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def _plan(depth):
+    """(stage index, block index k, stride, input ref, output ref) for every block."""
+    kind, counts, widths, stem, _cifar = SPECS[depth]
+    plan, prev, prev_c, k = [], "stem", stem, 0
+    for i, (n, w) in enumerate(zip(counts, widths), start=1):
+        out_c = w * EXPANSION[kind]
+        stride = 1 if i == 1 else 2
+        out_ref = prev if (stride == 1 and out_c == prev_c) else f"s{i}"
+        for j in range(n):
+            k += 1
+            plan.append((i, k, stride if j == 0 else 1, prev, out_ref, w))
+            prev, prev_c = out_ref, out_c
+    return plan
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, L, in_ref, out_ref, mid, stride, **_):
+        super().__init__()
+        self.body = nn.Sequential(L.conv_bn(in_ref, mid, 3, stride), L.conv_bn(mid, out_ref, 3, act=None))
+        self.shortcut = None
+        if stride != 1 or in_ref != out_ref:
+            self.shortcut = L.conv_bn(in_ref, out_ref, 1, stride, act=None)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(self.body(x) + identity)
+
+
+class Bottleneck(BasicBlock):
+    def __init__(self, L, in_ref, out_ref, mid, stride, mid2=None):
+        nn.Module.__init__(self)
+        self.body = nn.Sequential(L.conv_bn(in_ref, mid, 1), L.conv_bn(mid, mid2, 3, stride),
+                                  L.conv_bn(mid2, out_ref, 1, act=None))
+        self.shortcut = None
+        if stride != 1 or in_ref != out_ref:
+            self.shortcut = L.conv_bn(in_ref, out_ref, 1, stride, act=None)
+        self.relu = nn.ReLU(inplace=True)
+
+
+class ResNet(SlimNet):
+    @classmethod
+    def registry_name(cls, depth, **_):
+        return f"resnet{depth}"
+
+    def __init__(self, depth: int = 50, **kwargs):
+        if depth not in SPECS:
+            raise ValueError(f"ResNet depth must be one of {sorted(SPECS)}, got {depth}")
+        super().__init__(depth=depth, **kwargs)
+
+    @staticmethod
+    def channel_groups(depth, max_width, min_width, **_):
+        kind, _counts, widths, stem, _cifar = SPECS[depth]
+
+        def group(name, c):
+            return ChannelGroup(name, c, make_divisible(c * max_width), make_divisible(c * min_width))
+
+        groups, seen = [group("stem", stem)], {"stem"}
+        for i, k, _stride, _in, out_ref, w in _plan(depth):
+            if out_ref not in seen:
+                groups.append(group(out_ref, w * EXPANSION[kind]))
+                seen.add(out_ref)
+            names = [f"b{k}.mid"] if kind == "basic" else [f"b{k}.mid1", f"b{k}.mid2"]
+            groups.extend(group(n, w) for n in names)
+        return groups
+
+    def build(self, L, depth, num_classes, in_channels, input_size, **_):
+        kind, _counts, _widths, _stem, cifar = SPECS[depth]
+        if cifar or small_input(input_size):
+            stem = [L.conv_bn(in_channels, "stem", 3, 1)]
+        else:
+            stem = [L.conv_bn(in_channels, "stem", 7, 2), nn.MaxPool2d(3, 2, 1)]
+        self.stem = nn.Sequential(*stem)
+        blocks, prev = [], "stem"
+        for _i, k, stride, in_ref, out_ref, _w in _plan(depth):
+            if kind == "basic":
+                blocks.append(BasicBlock(L, in_ref, out_ref, f"b{k}.mid", stride))
+            else:
+                blocks.append(Bottleneck(L, in_ref, out_ref, f"b{k}.mid1", stride, mid2=f"b{k}.mid2"))
+            prev = out_ref
+        self.layers = nn.Sequential(*blocks)
+        self.pool = L.global_pool(prev)
+        self.fc = L.linear(prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))

@@ -1,0 +1,51 @@
+"""Small shared helpers: device choice and atomic file writes."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` ('cpu', 'cuda', 'cuda:1', ...) or, when None/'auto', CUDA if available else CPU."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N' ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def _tmp_path(path: str) -> str:
+    return f"{path}.tmp{os.getpid()}"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text so that readers see the old file or the new one, never half of one."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _tmp_path(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
