@@ -1,9 +1,10 @@
 """slimnet: slimmable networks, universally slimmable training, AutoSlim search and export."""
+from .calibrate import calibrate_bn
 from .export import export, load_child, save_child
 from .models import MODELS, SlimNet, build
 from .profile import Cost, measure_latency, profile
 from .space import ChannelConfig, ChannelGroup, ChannelSpace, ConfigError, make_divisible
 
 __version__ = "0.1.0"
-__all__ = ["build", "MODELS", "SlimNet", "profile", "Cost", "measure_latency", "export", "save_child",
+__all__ = ["build", "calibrate_bn", "MODELS", "SlimNet", "profile", "Cost", "measure_latency", "export", "save_child",
            "load_child", "ChannelConfig", "ChannelGroup", "ChannelSpace", "ConfigError", "make_divisible"]

@@ -28,6 +28,19 @@ def resolve(ref: ChannelRef, channels: Mapping[str, int]) -> int:
     return sum(channels[g] for g in ref)
 
 
+def leading(t: torch.Tensor, *sizes: int) -> torch.Tensor:
+    """View of the leading ``sizes[d]`` entries of ``t`` along each dim ``d`` (never a copy).
+
+    Dims already at that size are not sliced, so a layer at its maximum width runs on the
+    parameter itself and autograd records no slice (whose backward allocates a full-size
+    gradient and copies into it) for it.
+    """
+    for dim, n in enumerate(sizes):
+        if n != t.shape[dim]:
+            t = t.narrow(dim, 0, n)
+    return t
+
+
 class SlimModule:
     """Mixin: a module whose active channel counts follow the model's config."""
 
@@ -63,8 +76,8 @@ class SlimConv2d(nn.Conv2d, SlimModule):
 
     def sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         in_per_group = 1 if self.depthwise else self.active_in // self.fixed_groups
-        weight = self.weight[: self.active_out, :in_per_group]
-        bias = self.bias[: self.active_out] if self.bias is not None else None
+        weight = leading(self.weight, self.active_out, in_per_group)
+        bias = leading(self.bias, self.active_out) if self.bias is not None else None
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +104,8 @@ class SlimLinear(nn.Linear, SlimModule):
         self.active_out = resolve(self.out_ref, cfg)
 
     def sliced(self):
-        weight = self.weight[: self.active_out, : self.active_in]
-        bias = self.bias[: self.active_out] if self.bias is not None else None
+        weight = leading(self.weight, self.active_out, self.active_in)
+        bias = leading(self.bias, self.active_out) if self.bias is not None else None
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +189,7 @@ class SlimBatchNorm2d(_CalibratableBN):
     """BatchNorm for universally slimmable nets: shared, sliced affine parameters.
 
     Running statistics are not tracked in training (they would be wrong for every width but
-    one). After training, ``slimnet.calibrate_bn`` computes the statistics of any config and
+    one). After training, ``slimnet.calibrate.calibrate_bn`` computes the statistics of any config and
     stores them under the config's key as buffers ``stats_<key>_mean`` / ``stats_<key>_var``;
     several configs coexist and are saved in the state dict.
 
@@ -217,7 +230,7 @@ class SlimBatchNorm2d(_CalibratableBN):
         raise RuntimeError(
             f"no BN statistics for config {self.active_key} ({self.active} channels here): universally "
             "slimmable BN does not track statistics in training. Calibrate this config first: "
-            "slimnet.calibrate_bn(net, cfg, data) (or `slimnet calibrate`), or evaluate in train mode.")
+            "slimnet.calibrate.calibrate_bn(net, cfg, data) (or `slimnet calibrate`), or evaluate in train mode.")
 
     def _store_stats(self, mean, var) -> None:
         for suffix, value in (("mean", mean), ("var", var)):
@@ -246,7 +259,7 @@ class SlimBatchNorm2d(_CalibratableBN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.active
-        weight, bias = self.weight[:c], self.bias[:c]
+        weight, bias = leading(self.weight, c), leading(self.bias, c)
         if self._accumulator is not None:
             return self._calibrating(x, weight, bias)
         if self.training:

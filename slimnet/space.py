@@ -164,8 +164,8 @@ class ChannelSpace:
         lo, hi = self.min_width, self.max_width
         for g in self:
             ratio = rng.uniform(lo, hi)
-            base = g.base * (g.expand_ratio if g.expand_of else 1)
-            c = make_divisible(base * ratio, g.divisor)
+            # ``base`` is already the count at width 1.0 (an expand group's includes its ratio)
+            c = make_divisible(g.base * ratio, g.divisor)
             counts[g.name] = min(g.max, max(g.min, c))
         return ChannelConfig(self, counts)
 

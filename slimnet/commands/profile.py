@@ -7,6 +7,7 @@ import torch
 
 from .. import build, export, profile
 from ..profile import format_count, measure_latency
+from ..space import ConfigError
 from ..utils import pick_device
 from .common import add_debug
 
@@ -16,9 +17,10 @@ def add_arguments(p):
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--width", type=float, help="uniform width multiplier")
     which.add_argument("--channels", help="channel config JSON file (e.g. autoslim_150M.json)")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--in-channels", type=int, default=3)
+    # defaults: the --channels file's values, else ImageNet's (224, 1000 classes, 3 channels)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--in-channels", type=int, default=None)
     p.add_argument("--max-width", type=float, default=None,
                    help="supernet max width (default: the width, or the JSON file's max_width)")
     p.add_argument("--latency", action="store_true", help="also measure the child's forward latency")
@@ -28,14 +30,31 @@ def add_arguments(p):
     add_debug(p)
 
 
+def _read_channels_file(path) -> dict:
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'channels' mapping of group -> count")
+    return data
+
+
 def run(args) -> int:
     max_width = args.max_width
+    data = {}
     if args.channels:
-        with open(args.channels) as f:
-            data = json.load(f)
+        data = _read_channels_file(args.channels)
         max_width = max_width or data.get("max_width", 1.0)
     else:
+        if not args.width > 0:
+            raise ConfigError(f"--width must be a positive number, got {args.width}")
         max_width = max_width or max(1.0, args.width)
+    # architecture arguments: the command line, else the channels file, else ImageNet defaults
+    for name, default in (("input_size", 224), ("num_classes", 1000), ("in_channels", 3)):
+        if getattr(args, name) is None:
+            setattr(args, name, data.get(name, default))
     kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, input_size=args.input_size,
                   max_width=max_width, min_width=min(max_width, args.width or max_width, 0.25))
     with torch.device("meta"):

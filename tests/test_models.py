@@ -1,0 +1,157 @@
+"""Every architecture: forward/backward at uniform and per-layer configs, switching API, and
+architecture equivalence with torchvision (weights loaded one to one, identical outputs)."""
+import random
+
+import pytest
+import torch
+import torchvision
+
+import slimnet
+from slimnet.calibrate import calibrate_bn
+from slimnet.nn import SlimModule
+
+MODELS = sorted(slimnet.MODELS)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def small_net(name, in_channels=3, input_size=32, **kw):
+    kw.setdefault("max_width", 1.0)
+    kw.setdefault("min_width", 0.25)
+    return slimnet.build(name, num_classes=10, in_channels=in_channels, input_size=input_size, **kw)
+
+
+def configs_to_try(space, seed, n_random=2):
+    rng = random.Random(seed)
+    return [space.max(), space.min()] + [space.random(rng) for _ in range(n_random)]
+
+
+@pytest.mark.parametrize("in_channels, size", [(1, 28), (3, 32)])
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_at_many_configs(name, in_channels, size):
+    net = small_net(name, in_channels, size).train()
+    x = torch.randn(2, in_channels, size, size)
+    n_random = 1 if name in ("resnet34", "resnet50") else 2   # the two big ones: keep the suite fast
+    for i, cfg in enumerate(configs_to_try(net.space, seed=in_channels * 100 + size, n_random=n_random)):
+        assert net.set_channels(cfg) == cfg and net.active_config == cfg
+        net.zero_grad(set_to_none=True)
+        out = net(x)
+        assert out.shape == (2, 10) and torch.isfinite(out).all(), (name, i)
+        out.logsumexp(1).sum().backward()
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        # the first conv gets a gradient only in its active output slice
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.weight.grad[cfg["stem"]:].abs().sum() == 0
+        assert first.weight.grad[: cfg["stem"]].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet20", "shufflenet_v1"])
+def test_many_uniform_widths(name):
+    net = small_net(name).train()
+    x = torch.randn(2, 3, 32, 32)
+    for w in (0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0):
+        net.set_width(w)
+        assert net(x).shape == (2, 10)
+
+
+def test_wider_than_one_supernet_runs():
+    net = small_net("mobilenet_v2", max_width=1.5, min_width=0.35)
+    assert net.space.max()["last"] == 1920
+    net.set_width(1.5)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_set_width_is_sugar_for_set_channels_of_uniform():
+    net = small_net("mobilenet_v1")
+    cfg = net.set_width(0.5)
+    assert cfg == net.space.uniform(0.5) and net.active_config == cfg
+    modules = [m for m in net.modules() if isinstance(m, SlimModule)]
+    state_a = [vars(m).get("active_out", vars(m).get("active")) for m in modules]
+    net.set_channels(net.space.max())
+    net.set_channels(net.space.uniform(0.5))
+    state_b = [vars(m).get("active_out", vars(m).get("active")) for m in modules]
+    assert state_a == state_b
+    net.set_channels(dict(net.space.uniform(0.75)))   # plain mappings are accepted
+    assert net.active_config == net.space.uniform(0.75)
+
+
+def test_new_supernet_is_at_max_config():
+    net = small_net("resnet20")
+    assert net.active_config == net.space.max() and not net.is_child
+
+
+def test_set_channels_on_child_raises():
+    net = small_net("resnet20")
+    child = slimnet.build("resnet20", num_classes=10, input_size=32, channels=net.space.uniform(0.5))
+    assert child.is_child and child.active_config == child.child_config
+    assert not any(isinstance(m, SlimModule) for m in child.modules())
+    with pytest.raises(RuntimeError, match="exported child with fixed channels; set_channels works on supernets"):
+        child.set_channels(child.space.max())
+    with pytest.raises(RuntimeError, match="set_channels works on supernets"):
+        child.set_width(0.5)
+
+
+def test_invalid_config_leaves_model_unchanged():
+    net = small_net("mobilenet_v2")
+    before = net.set_width(0.5)
+    with pytest.raises(slimnet.ConfigError):
+        net.set_channels({**before.channels, "stem": 1000})
+    assert net.active_config == before
+
+
+def test_supernets_are_independent():
+    """No global width state: two supernets at different configs run side by side."""
+    a, b = small_net("mobilenet_v1"), small_net("mobilenet_v1")
+    a.set_width(0.25)
+    b.set_width(1.0)
+    x = torch.randn(1, 3, 32, 32)
+    a(x)
+    assert a.active_config == a.space.uniform(0.25) and b.active_config == b.space.max()
+
+
+# -- architecture equivalence with torchvision --------------------------------------------
+
+def load_in_order(ours: torch.nn.Module, theirs: torch.nn.Module):
+    """Copy ``theirs``' state dict into ``ours`` entry by entry, in order; shapes must match one
+    to one (so the two architectures are the same layer for layer)."""
+    src, dst = theirs.state_dict(), ours.state_dict()
+    assert len(src) == len(dst)
+    mapped = {}
+    for (k_dst, v_dst), (k_src, v_src) in zip(dst.items(), src.items()):
+        assert v_dst.shape == v_src.shape, (k_dst, k_src)
+        mapped[k_dst] = v_src
+    ours.load_state_dict(mapped)
+
+
+def _randomise_bn(model):
+    """Non-trivial BN statistics and affine parameters, so a BN mismatch would show."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("name, width, make_tv", [
+    ("mobilenet_v2", 1.0, lambda: torchvision.models.mobilenet_v2(width_mult=1.0)),
+    ("mobilenet_v2", 0.5, lambda: torchvision.models.mobilenet_v2(width_mult=0.5)),
+    ("resnet18", 1.0, lambda: torchvision.models.resnet18()),
+])
+@torch.no_grad()
+def test_exported_child_equals_torchvision_model(name, width, make_tv):
+    # input_size=224 selects the ImageNet architecture; the forward itself runs at 64x64
+    net = slimnet.build(name, num_classes=1000, input_size=224, max_width=1.0, min_width=0.35)
+    calibrate_bn(net, net.space.uniform(width), [torch.randn(2, 3, 64, 64)], num_images=2)
+    child = slimnet.export(net, net.space.uniform(width))
+    tv = make_tv().eval()
+    _randomise_bn(tv)
+    load_in_order(child, tv)
+    child.eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(child(x), tv(x), rtol=0, atol=1e-5)
