@@ -23,16 +23,28 @@ def _bn_layers(net):
 
 
 def _batches(data, device):
-    """Yield image tensors from a DataLoader / iterable of (images, labels) or of images."""
+    """Yield image batches (N, C, H, W) from: a bare tensor (one batch; a single image (C, H, W)
+    counts as a batch of one), a DataLoader / iterable of (images, labels) pairs or of image
+    tensors (a list/tuple of tensors is a list of batches)."""
+    if isinstance(data, torch.Tensor):
+        data = [data]
     for batch in data:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"calibration data must yield image tensors (or (images, labels) pairs), got "
+                            f"{type(images).__name__}")
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4:
+            raise ValueError(f"calibration images must be a 4-D batch (N, C, H, W), got shape {tuple(images.shape)}")
         yield images.to(device, non_blocking=True)
 
 
 @torch.no_grad()
 def calibrate_bn(net, cfg, data, num_images: int = 2000, device=None) -> int:
     """Compute and store the BN statistics of ``cfg`` from up to ``num_images`` images of ``data``
-    (a DataLoader or any iterable of batches). Returns the number of images used.
+    (a DataLoader or any iterable of batches, or one tensor of images used as a single batch).
+    Returns the number of images used.
 
     The net is left at ``cfg`` and in the train/eval mode it was in before.
     """

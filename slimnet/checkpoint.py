@@ -30,6 +30,8 @@ def model_spec(net: SlimNet) -> dict:
     kwargs["bn"] = net.bn_mode
     if net.switchable_configs:
         kwargs["switchable"] = [dict(cfg.channels) for cfg in net.switchable_configs]
+    if net.is_child:  # a fixed child trained alone (train.mode fixed): rebuild exactly that child
+        kwargs["channels"] = dict(net.child_config.channels)
     return {"name": net.space.model, "kwargs": kwargs}
 
 

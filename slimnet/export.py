@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -76,3 +77,86 @@ def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     """Largest absolute output difference of two models on ``x`` (both in eval mode)."""
     with torch.no_grad():
         return (a.eval()(x) - b.eval()(x)).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# deployable formats: TorchScript and ONNX, each checked against the PyTorch child
+# ---------------------------------------------------------------------------------------------
+def export_torchscript(child: nn.Module, path: str | os.PathLike, example: torch.Tensor, atol: float = 1e-5) -> float:
+    """Trace ``child`` (eval mode) on ``example``, check the traced outputs equal the child's on
+    ``example`` (max abs diff <= ``atol``), save atomically. Returns the max abs difference."""
+    path = os.fspath(path)
+    child = child.eval()
+    with torch.no_grad():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the portable format
+            traced = torch.jit.trace(child, example, check_trace=False)
+        diff = (traced(example) - child(example)).abs().max().item()
+    if not diff <= atol:
+        raise RuntimeError(f"TorchScript outputs differ from the PyTorch child by {diff:.3g} (> {atol})")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(traced, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return diff
+
+
+def _onnx_modules():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise RuntimeError(f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing): "
+                           "pip install slimnet[onnx]") from None
+    return onnx, onnxruntime
+
+
+def export_onnx(child: nn.Module, path: str | os.PathLike, example: torch.Tensor, atol: float = 1e-4,
+                opset: int = 17) -> float:
+    """Export ``child`` to ONNX (dynamic batch size), validate the graph with ``onnx.checker``
+    and compare onnxruntime's outputs with PyTorch's on ``example`` (max abs diff <= ``atol``,
+    else RuntimeError). Returns the max abs difference."""
+    onnx, ort = _onnx_modules()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    child = child.eval()
+    tmp = f"{path}.tmp{os.getpid()}.onnx"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            kwargs = dict(input_names=["images"], output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            try:  # the TorchScript-based exporter: no extra dependency (the dynamo one needs onnxscript)
+                torch.onnx.export(child, (example,), tmp, dynamo=False, **kwargs)
+            except TypeError:  # older torch without the ``dynamo`` argument
+                torch.onnx.export(child, (example,), tmp, **kwargs)
+            expected = child(example).cpu().numpy()
+        onnx.checker.check_model(onnx.load(tmp))
+        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": example.detach().cpu().numpy()})[0]
+        diff = float(abs(got - expected).max())
+        if not diff <= atol:
+            raise RuntimeError(f"ONNX Runtime outputs differ from the PyTorch child by {diff:.3g} (> {atol})")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return diff
+
+
+def check_export(supernet: SlimNet, child: nn.Module, config, example: torch.Tensor) -> float:
+    """Max abs output difference between the supernet at ``config`` and the exported child
+    (both in eval mode), restoring the supernet's config and train/eval mode."""
+    previous, was_training = supernet.active_config, supernet.training
+    try:
+        supernet.set_channels(config)
+        return max_abs_diff(supernet, child, example)
+    finally:
+        supernet.set_channels(previous)
+        supernet.train(was_training)

@@ -155,7 +155,7 @@ class _StatsAccumulator:
             raise RuntimeError("BN calibration saw fewer than 2 values per channel")
         mean = self.s1 / self.n
         var = (self.s2 - self.s1 * mean) / (self.n - 1)
-        return mean.float(), var.clamp_min(0).float()
+        return mean, var.clamp_min(0)   # float64; stored in the layer's own dtype
 
 
 class _CalibratableBN(nn.Module, SlimModule):
@@ -235,7 +235,7 @@ class SlimBatchNorm2d(_CalibratableBN):
     def _store_stats(self, mean, var) -> None:
         for suffix, value in (("mean", mean), ("var", var)):
             name = f"stats_{self.active_key}_{suffix}"
-            value = value.to(self.weight.device)
+            value = value.to(self.weight.device, self.weight.dtype)
             if hasattr(self, name):
                 getattr(self, name).copy_(value)
             else:

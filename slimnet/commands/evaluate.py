@@ -1,0 +1,106 @@
+"""``slimnet evaluate``: top-1 / top-5 of supernet widths / channel configs (calibrating BN
+where needed) or of an exported child, on the test split; table, optional JSON and plot."""
+from __future__ import annotations
+
+import json
+import os
+
+from ..checkpoint import load_supernet
+from ..export import load_child
+from ..metrics import evaluate
+from ..profile import format_count, profile
+from ..utils import atomic_write_text, pick_device
+from .calibrate import (add_checkpoint_args, add_data_args, batches, config_of, data_settings, ensure_calibrated,
+                        load_bundle, preload)
+from .common import add_debug
+
+
+def parse_range(text: str) -> list[float]:
+    """'0.35:1.0:0.05' -> [0.35, 0.4, ..., 1.0] (both ends included)."""
+    try:
+        lo, hi, step = (float(t) for t in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--widths takes START:STOP:STEP (e.g. 0.35:1.0:0.05), got {text!r}") from None
+    if step <= 0 or hi < lo:
+        raise ValueError(f"--widths {text!r}: need STEP > 0 and STOP >= START")
+    n = int(round((hi - lo) / step))
+    out = [round(lo + i * step, 6) for i in range(n + 1)]
+    if out[-1] < hi - 1e-9:
+        out.append(hi)
+    return out
+
+
+def add_arguments(p):
+    add_checkpoint_args(p)
+    p.add_argument("--child", help="an exported child (.pt written by slimnet export) instead of a supernet")
+    p.add_argument("--width", type=float, action="append", default=[], help="uniform width (repeatable)")
+    p.add_argument("--widths", help="a range of widths START:STOP:STEP, e.g. 0.35:1.0:0.05")
+    p.add_argument("--channels", action="append", default=[], help="channel config JSON (repeatable)")
+    p.add_argument("--calibrate-images", type=int, default=2000, help="BN calibration images for uncalibrated configs")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--json", dest="json_out", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a PNG of top-1 against MACs here")
+    add_data_args(p)
+    add_debug(p)
+
+
+def _eval_rows(model, loader_images, labels, batch_size, device):
+    data = [(x, y) for x, y in zip(batches(loader_images, batch_size), batches(labels, batch_size))]
+    return evaluate(model, data, device=device)
+
+
+def run(args) -> int:
+    device = pick_device(args.device)
+    rows = []
+    if args.child:
+        if args.width or args.widths or args.channels:
+            raise ValueError("--child evaluates one exported model: drop --width/--widths/--channels")
+        child = load_child(args.child).to(device)
+        settings = data_settings({}, args, child)
+        bundle = load_bundle(settings, "evaluation")
+        images, labels = preload(bundle.test)
+        cfg = child.child_config
+        cost = profile(cfg.space, cfg)
+        m = _eval_rows(child, images, labels, args.batch_size, device)
+        rows.append({"name": os.path.basename(args.child), "macs": cost.macs, "params": cost.params,
+                     "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
+    else:
+        from .calibrate import resolve_checkpoint
+        path = resolve_checkpoint(args)
+        net, ckpt = load_supernet(path)
+        if net.is_child:
+            raise ValueError(f"{path} holds a fixed child (trained alone); evaluate it with its config, not widths")
+        net.to(device)
+        widths = list(args.width) + (parse_range(args.widths) if args.widths else [])
+        items = [(f"width {w:g}", config_of(net, width=w)) for w in widths]
+        items += [(os.path.basename(c), config_of(net, channels=c)) for c in args.channels]
+        if not items:
+            items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
+        ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images)
+        settings = data_settings(ckpt, args, net)
+        bundle = load_bundle(settings, "evaluation")
+        images, labels = preload(bundle.test)
+        for name, cfg in items:
+            net.set_channels(cfg)
+            cost = profile(net.space, cfg)
+            m = _eval_rows(net, images, labels, args.batch_size, device)
+            rows.append({"name": name, "key": cfg.key, "macs": cost.macs, "params": cost.params,
+                         "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
+        net.set_channels(net.space.max())
+    print(f"{'model':>24} {'MACs':>9} {'params':>9} {'top-1':>7} {'top-5':>7}   ({rows[0]['images']} test images)")
+    for r in rows:
+        print(f"{r['name']:>24} {format_count(r['macs']):>9} {format_count(r['params']):>9} "
+              f"{r['top1']:>6.2f}% {r['top5']:>6.2f}%")
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps({"results": rows}, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+    if args.plot:
+        from ..plots import plot_accuracy_vs_macs
+        ordered = sorted(rows, key=lambda r: r["macs"])
+        out = plot_accuracy_vs_macs([{"label": "test top-1", "macs": [r["macs"] for r in ordered],
+                                      "acc": [r["top1"] for r in ordered], "style": "line",
+                                      "annotations": [r["name"].replace("width ", "") for r in ordered]}],
+                                    args.plot, title="accuracy vs MACs")
+        if out:
+            print(f"wrote {out}")
+    return 0
