@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end, on Fashion-MNIST (about 10 minutes on 2 CPU cores):
-#   set up .venv -> get the data -> train a small AutoSlim supernet (MobileNet v2 1.5x)
+#   set up .venv -> get the data -> train a small AutoSlim supernet (ResNet-20 at 1.5x)
 #   -> greedy search for two MACs budgets -> export the child of one budget (PyTorch,
 #   TorchScript, ONNX) -> evaluate supernet widths, searched configs and the child.
 #
@@ -12,19 +12,21 @@ source "$(dirname "$0")/setup_env.sh"
 OUT="${QUICKSTART_OUT:-checkpoints/quickstart}"
 CONFIG=configs/fashion_mnist/quickstart.yaml
 OVERRIDES=("experiment.output_dir=$OUT")
-SEARCH=(--flops 60M --flops 25M)
+SEARCH=(--flops 30M --flops 15M)
 CALIB=()     # BN calibration images for export / evaluate (default 2000)
 TEST=()      # test images evaluated (default: all 10,000)
+DATA=(--data fashion_mnist)
 if [ "${QUICKSTART_SMOKE:-0}" = 1 ]; then
     OVERRIDES+=(data.subset=96 data.heldout_size=64 data.test_subset=64 data.batch_size=32
                 train.epochs=1 eval.calib_images=64 train.checkpoint_every=0)
-    SEARCH=(--flops 120M --flops 100M --calib-images 64)
+    SEARCH=(--flops 62M --flops 55M)
     CALIB=(--calibrate-images 64)
     TEST=(--test-subset 64)
 fi
 if ! ensure_fashion_mnist; then
     echo "[quickstart] Debian's dataset-fashion-mnist is not available: downloading with torchvision"
     OVERRIDES+=(data.download=true data.root=data)
+    DATA=(--data fashion_mnist --data-root data)
 fi
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -47,7 +49,7 @@ for f in "$OUT"/autoslim_*.json; do
 done
 "$PY" tools/evaluate.py --checkpoint "$OUT/best.pt" --width 1.5 --width 1.0 --width 0.5 --width 0.35 \
     "${BUDGETS[@]}" --plot "$OUT/accuracy_vs_macs.png" --json "$OUT/evaluation.json" "${CALIB[@]}" "${TEST[@]}"
-"$PY" tools/evaluate.py --child "$OUT/child/child.pt" "${TEST[@]}"
+"$PY" tools/evaluate.py --child "$OUT/child/child.pt" "${DATA[@]}" "${TEST[@]}"
 
 cat <<EOF
 

@@ -3,4 +3,6 @@
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 ensure_fashion_mnist || echo "[test] Fashion-MNIST not installed: tests that need the real data are skipped"
+# One thread per process: several tests start 2-process DDP runs or subprocesses on a 2-core machine.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 "$PY" -m pytest -q "$@"

@@ -1,0 +1,30 @@
+"""The quickstart script itself, in its reduced mode, so it cannot silently rot."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_quickstart_smoke(tmp_path):
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST (Debian dataset-fashion-mnist) is not installed")
+    out = tmp_path / "qs"
+    env = {**os.environ, "QUICKSTART_SMOKE": "1", "QUICKSTART_OUT": str(out), "SLIMNET_SKIP_INSTALL": "1",
+           "SLIMNET_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "autoslim_62M.json", "autoslim_55M.json",
+                 "autoslim_trajectory.csv", "evaluation.json", "child/child.pt", "child/child.json",
+                 "child/child.ts", "child/child.onnx"):
+        assert (out / name).exists(), name
+    for budget, limit in (("62M", 62e6), ("55M", 55e6)):
+        assert json.loads((out / f"autoslim_{budget}.json").read_text())["macs"] <= limit
+    assert "Done. Files:" in proc.stdout
