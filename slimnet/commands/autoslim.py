@@ -16,8 +16,8 @@ from ..profile import format_count
 from ..search import (BN_SCORING, DEFAULT_BN, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
                       DEFAULT_REMOVALS, greedy_slim, write_outputs)
 from ..utils import pick_device
-from .calibrate import add_checkpoint_args, add_data_args, data_settings, load_bundle, preload, resolve_checkpoint
-from .common import add_debug, parse_count
+from .common import (add_checkpoint_args, add_data_args, add_debug, data_settings, load_bundle, parse_count, preload,
+                     resolve_checkpoint)
 
 
 def add_arguments(p):

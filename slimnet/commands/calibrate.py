@@ -1,154 +1,16 @@
 """``slimnet calibrate``: compute BN statistics of widths / channel configs of a supernet and
 write them into a checkpoint (atomically; in place by default, or ``--out`` a new file).
-
-Also holds the checkpoint / data helpers shared by the ``calibrate``, ``export``, ``evaluate``
-and ``autoslim`` commands.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-import torch
-
 from ..calibrate import calibrate_bn
 from ..checkpoint import load_supernet, save_checkpoint
-from ..profile import format_count, profile
 from ..utils import pick_device
-from .common import add_debug
-
-
-# --------------------------------------------------------------------------------------------
-# shared helpers
-# --------------------------------------------------------------------------------------------
-def add_checkpoint_args(p, required: bool = False) -> None:
-    g = p.add_argument_group("checkpoint (one of)")
-    g.add_argument("--checkpoint", help="supernet checkpoint (.pt)")
-    g.add_argument("--experiment-dir", help="experiment folder: uses DIR/best.pt")
-    g.add_argument("--config", help="experiment YAML: uses its output folder's best.pt "
-                                    "(checkpoints/<experiment.name>/best.pt by default)")
-
-
-def resolve_checkpoint(args) -> str:
-    """The checkpoint path from --checkpoint, --experiment-dir DIR (DIR/best.pt) or --config."""
-    given = [n for n in ("checkpoint", "experiment_dir", "config") if getattr(args, n, None)]
-    if len(given) > 1:
-        raise ValueError("give only one of --checkpoint, --experiment-dir, --config")
-    if not given:
-        raise ValueError("which supernet? give --checkpoint PATH, --experiment-dir DIR or --config YAML")
-    if args.checkpoint:
-        path = args.checkpoint
-    elif args.experiment_dir:
-        path = os.path.join(args.experiment_dir, "best.pt")
-    else:
-        from ..config import load_config
-        path = os.path.join(load_config(args.config).output_dir(), "best.pt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return path
-
-
-def add_data_args(p) -> None:
-    g = p.add_argument_group("data (default: the checkpoint's experiment config)")
-    g.add_argument("--data", help="dataset name (fashion_mnist, cifar10, cifar100, imagefolder)")
-    g.add_argument("--data-root", help="dataset folder")
-    g.add_argument("--heldout-size", type=int, help="images carved from the training set (seeded)")
-    g.add_argument("--heldout-seed", type=int, help="seed of the held-out split")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N]")
-    g.add_argument("--batch-size", type=int, default=256, help="batch size for calibration / evaluation")
-
-
-def data_settings(ckpt: dict, args, net=None) -> dict:
-    """Dataset settings: CLI flags over the checkpoint's ``config['data']``, with fallbacks."""
-    data = dict((ckpt.get("config") or {}).get("data") or {})
-    out = {"name": data.get("name"), "root": data.get("root"), "heldout_size": int(data.get("heldout_size") or 0),
-           "heldout_seed": int(data.get("heldout_seed") or 0), "input_size": data.get("input_size"),
-           "test_subset": None}
-    for key, flag in (("name", "data"), ("root", "data_root"), ("heldout_size", "heldout_size"),
-                      ("heldout_seed", "heldout_seed")):
-        val = getattr(args, flag, None)
-        if val is not None:
-            out[key] = val
-    if getattr(args, "test_subset", None):
-        out["test_subset"] = args.test_subset
-    if out["input_size"] is None and net is not None:
-        out["input_size"] = net.arch.get("input_size")
-    return out
-
-
-def load_bundle(settings: dict, what: str):
-    """``build_data`` from settings, or a clear error saying which flags are missing."""
-    if not settings.get("name"):
-        raise ValueError(f"{what} needs data, and the checkpoint's config names no dataset: give --data NAME "
-                         "[--data-root DIR] (e.g. --data fashion_mnist)")
-    from ..data import build_data
-    return build_data(settings["name"], settings.get("root"), input_size=settings.get("input_size"),
-                      heldout_size=settings.get("heldout_size") or 0, heldout_seed=settings.get("heldout_seed") or 0,
-                      augment="default", test_subset=settings.get("test_subset"))
-
-
-def preload(dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``n`` images (a seeded random subset, in dataset order; all when ``n`` is None) of
-    a dataset as one tensor, with labels. Random augmentations are seeded too, so the same
-    call gives the same tensor."""
-    total = len(dataset)
-    idx = torch.arange(total)
-    if n is not None and n < total:
-        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        items = [dataset[int(i)] for i in idx]
-    images = torch.stack([torch.as_tensor(x).as_subclass(torch.Tensor) for x, _ in items])
-    labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
-    return images, labels
-
-
-def batches(images: torch.Tensor, batch_size: int):
-    return [images[i: i + batch_size] for i in range(0, len(images), batch_size)]
-
-
-def config_of(net, *, width=None, channels=None):
-    if channels is not None:
-        return net.space.load(channels)
-    return net.space.uniform(width)
-
-
-def needs_calibration(net, cfg) -> bool:
-    """A universal / shared supernet config without stored statistics."""
-    if net.bn_mode == "switchable":
-        if cfg not in net.switchable_configs:
-            raise ValueError(f"config {cfg.key} is not one of this switchable-BN supernet's "
-                             f"{len(net.switchable_configs)} configs (their widths only); use one of those, or "
-                             "a universally slimmable supernet")
-        return False
-    if net.bn_mode == "shared":
-        return False
-    return cfg.key not in net.calibrated_configs()
-
-
-def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print) -> int:
-    """Calibrate every config of ``cfgs`` that has no statistics yet; returns how many."""
-    todo = [c for c in cfgs if needs_calibration(net, c)]
-    if not todo:
-        return 0
-    settings = data_settings(ckpt, args, net)
-    try:
-        bundle = load_bundle(settings, "calibrating BN statistics")
-    except (ValueError, FileNotFoundError) as e:
-        raise ValueError(f"{len(todo)} config(s) have no BN statistics in this universal supernet and calibrating "
-                         f"them failed: {e}") from None
-    images, _ = preload(bundle.calib, num_images)
-    device = next(net.parameters()).device
-    for c in todo:
-        calibrate_bn(net, c, batches(images, args.batch_size), num_images=num_images, device=device)
-    log(f"calibrated BN statistics of {len(todo)} config(s) on {len(images)} images")
-    return len(todo)
-
-
-def describe(net, cfg, width=None, channels=None) -> str:
-    cost = profile(net.space, cfg)
-    what = f"width {width:g}" if width is not None else (os.path.basename(channels) if channels else cfg.key)
-    return f"{what} ({format_count(cost.macs)} MACs, {format_count(cost.params)} params)"
+from .common import (add_checkpoint_args, add_data_args, add_debug, batches, config_of, data_settings, describe,
+                     load_bundle, needs_calibration, preload, resolve_checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +57,3 @@ def run(args) -> int:
     print(f"wrote {out} ({len(net.calibrated_configs())} calibrated config(s) stored)")
     return 0
 
-
-__all__ = ["add_checkpoint_args", "resolve_checkpoint", "add_data_args", "data_settings", "load_bundle", "preload",
-           "batches", "config_of", "needs_calibration", "ensure_calibrated", "describe"]

@@ -10,9 +10,8 @@ from ..export import load_child
 from ..metrics import evaluate
 from ..profile import format_count, profile
 from ..utils import atomic_write_text, pick_device
-from .calibrate import (add_checkpoint_args, add_data_args, batches, config_of, data_settings, ensure_calibrated,
-                        load_bundle, preload)
-from .common import add_debug
+from .common import (add_checkpoint_args, add_data_args, add_debug, batches, config_of, data_settings,
+                     ensure_calibrated, load_bundle, preload)
 
 
 def parse_range(text: str) -> list[float]:
@@ -65,7 +64,7 @@ def run(args) -> int:
         rows.append({"name": os.path.basename(args.child), "macs": cost.macs, "params": cost.params,
                      "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
     else:
-        from .calibrate import resolve_checkpoint
+        from .common import resolve_checkpoint
         path = resolve_checkpoint(args)
         net, ckpt = load_supernet(path)
         if net.is_child:

@@ -10,9 +10,8 @@ from ..checkpoint import load_supernet
 from ..export import check_export, export, export_onnx, export_torchscript, save_child
 from ..profile import format_count, measure_latency, profile
 from ..utils import pick_device
-from .calibrate import (add_checkpoint_args, add_data_args, config_of, ensure_calibrated, needs_calibration,
-                        resolve_checkpoint)
-from .common import add_debug
+from .common import (add_checkpoint_args, add_data_args, add_debug, config_of, ensure_calibrated, needs_calibration,
+                     resolve_checkpoint)
 
 
 def add_arguments(p):

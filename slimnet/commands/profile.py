@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from .. import build, export, profile
+from .. import build, profile
 from ..profile import format_count, measure_latency
 from ..space import ConfigError
 from ..utils import pick_device
