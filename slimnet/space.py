@@ -195,15 +195,22 @@ class ChannelSpace:
 
     def load(self, path: str | os.PathLike) -> "ChannelConfig":
         """Read a channel JSON file written by ``ChannelConfig.save`` (or by hand)."""
-        with open(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
-            raise ConfigError(f"{path}: expected a JSON object with a 'channels' mapping of group -> count")
+        data = read_channel_json(path)
         self.check_arch(data, source=str(path))
         return ChannelConfig(self, data["channels"])
+
+
+def read_channel_json(path: str | os.PathLike) -> dict:
+    """The dict of a channel JSON file (model, construction arguments, ``channels``), checked for
+    shape only; ``ChannelSpace.load`` validates it against a model."""
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'channels' mapping of group -> count")
+    return data
 
 
 class ChannelConfig(Mapping):

@@ -70,6 +70,7 @@ from .metrics import evaluate, summarize
 from .models import build
 from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d
 from .profile import profile
+from .space import read_channel_json
 from .utils import atomic_write_text, pick_device
 
 __all__ = ["train", "TrainingDiverged", "build_model", "WidthSampler", "param_groups", "lr_factor",
@@ -147,17 +148,6 @@ def _label(entry) -> str:
     return str(float(entry)) if isinstance(entry, (int, float)) else Path(entry).stem
 
 
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
-        raise ConfigError(f"{path}: expected a channel JSON with a 'channels' mapping")
-    return data
-
-
 @dataclass
 class TrainPlan:
     """What the engine trains and evaluates: labelled configs, largest first."""
@@ -189,7 +179,10 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, input_size: int
 
     if t.mode == "fixed":
         if m.channels is not None:
-            data = _read_json(m.channels)
+            try:
+                data = read_channel_json(m.channels)
+            except ValueError as err:
+                raise ConfigError(f"model.channels: {err}") from None
             for k in ("max_width", "min_width"):   # the searched supernet's range, so the JSON checks out
                 if k in data:
                     arch[k] = data[k]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_noise_fashion
 
 from slimnet.checkpoint import load_checkpoint
 from slimnet.config import load_config
@@ -23,18 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fm")
-    rng = np.random.default_rng(1)
-
-    def write(name, array):
-        header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "i" * array.ndim, *array.shape)
-        (d / name).write_bytes(header + array.astype(np.uint8).tobytes())
-
-    write("train-images-idx3-ubyte", rng.integers(0, 256, (32, 28, 28)))
-    write("train-labels-idx1-ubyte", rng.integers(0, 10, 32))
-    write("t10k-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28)))
-    write("t10k-labels-idx1-ubyte", rng.integers(0, 10, 16))
-    return str(d)
+    return write_noise_fashion(str(tmp_path_factory.mktemp("fm")), n_train=32, n_test=16, seed=1)
 
 
 def overrides(out, root):

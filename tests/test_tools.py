@@ -20,13 +20,6 @@ ARCH = dict(num_classes=10, in_channels=1, input_size=16)   # Fashion-MNIST resi
 DATA_CFG = {"name": "fashion_mnist", "root": None, "heldout_size": 120, "heldout_seed": 0, "input_size": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _train(net, steps=30, seed=0):
     b = build_data("fashion_mnist", heldout_size=120, heldout_seed=0, exclude_heldout=True, augment="none",

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_noise_fashion
 
 import slimnet
 from slimnet.checkpoint import load_checkpoint, load_supernet
@@ -25,18 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def noise_data(tmp_path_factory):
     """48 train / 16 test random 28x28 images in Fashion-MNIST's IDX format (fast to load)."""
-    d = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-
-    def write(name, array):
-        header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "i" * array.ndim, *array.shape)
-        (d / name).write_bytes(header + array.astype(np.uint8).tobytes())
-
-    write("train-images-idx3-ubyte", rng.integers(0, 256, (48, 28, 28)))
-    write("train-labels-idx1-ubyte", rng.integers(0, 10, 48))
-    write("t10k-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28)))
-    write("t10k-labels-idx1-ubyte", rng.integers(0, 10, 16))
-    return str(d)
+    return write_noise_fashion(str(tmp_path_factory.mktemp("fm")), n_train=48, n_test=16, seed=0)
 
 
 def tiny(tmp_path, root, *overrides):

@@ -7,7 +7,7 @@ import torch
 
 from .. import build, profile
 from ..profile import format_count, measure_latency
-from ..space import ConfigError
+from ..space import ConfigError, read_channel_json
 from ..utils import pick_device
 from .common import add_debug
 
@@ -30,22 +30,11 @@ def add_arguments(p):
     add_debug(p)
 
 
-def _read_channels_file(path) -> dict:
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object with a 'channels' mapping of group -> count")
-    return data
-
-
 def run(args) -> int:
     max_width = args.max_width
     data = {}
     if args.channels:
-        data = _read_channels_file(args.channels)
+        data = read_channel_json(args.channels)
         max_width = max_width or data.get("max_width", 1.0)
     else:
         if not args.width > 0:
