@@ -1,8 +1,11 @@
 """Helpers shared by several test files (tests/ is on sys.path under pytest and for scripts)."""
 import os
+import random
 import struct
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def write_noise_fashion(directory: str, n_train: int = 32, n_test: int = 16, seed: int = 0) -> str:
@@ -20,3 +23,21 @@ def write_noise_fashion(directory: str, n_train: int = 32, n_test: int = 16, see
     write("t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)))
     write("t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test))
     return directory
+
+
+def sandwich_train(net, x, y, steps=40, batch=64, seed=0):
+    """A few SGD steps with per-layer random configs (max, min, 2 random; a switchable net's own
+    configs): not a random net."""
+    rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(len(x), (batch,), generator=g)
+        opt.zero_grad()
+        cfgs = [net.space.max(), net.space.min(), net.space.random(rng), net.space.random(rng)]
+        for cfg in net.switchable_configs or cfgs:
+            net.set_channels(cfg)
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    net.set_channels(net.space.max())
+    return net

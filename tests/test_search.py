@@ -1,11 +1,11 @@
 """AutoSlim greedy search: budgets, trajectory, prefix reuse, BN scoring modes, resume, bad input."""
 import json
 import os
-import random
 import warnings
 
 import pytest
 import torch
+from helpers import sandwich_train
 import torch.nn.functional as F
 
 import slimnet
@@ -24,23 +24,6 @@ def fashion(n_train=256, n_heldout=160, seed=0):
     hx = torch.stack([b.heldout[i][0] for i in range(len(b.heldout))])
     shrink = lambda t: F.interpolate(t, size=16, mode="bilinear", antialias=True)  # noqa: E731
     return shrink(x), b.train.targets, shrink(hx), b.heldout.targets
-
-
-def sandwich_train(net, x, y, steps=40, batch=64, seed=0):
-    """A few SGD steps with per-layer random configs (max, min, 2 random): not a random net."""
-    rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (batch,), generator=g)
-        opt.zero_grad()
-        for cfg in (net.space.max(), net.space.min(), net.space.random(rng), net.space.random(rng)):
-            net.set_channels(cfg)
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
-        opt.step()
-    net.set_channels(net.space.max())
-    return net
-
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import sandwich_train
 
 import slimnet
 from slimnet.checkpoint import load_supernet, save_checkpoint
@@ -25,22 +25,7 @@ def _train(net, steps=30, seed=0):
     b = build_data("fashion_mnist", heldout_size=120, heldout_seed=0, exclude_heldout=True, augment="none",
                    subset=512, input_size=16)
     x = torch.stack([b.train[i][0] for i in range(len(b.train))])
-    y = b.train.targets
-    rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (64,), generator=g)
-        opt.zero_grad()
-        cfgs = [net.space.max(), net.space.min(), net.space.random(rng), net.space.random(rng)]
-        if net.bn_mode == "switchable":
-            cfgs = net.switchable_configs
-        for cfg in cfgs:
-            net.set_channels(cfg)
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
-        opt.step()
-    net.set_channels(net.space.max())
-    return net
+    return sandwich_train(net, x, b.train.targets, steps=steps, batch=64, seed=seed)
 
 
 @pytest.fixture(scope="module")
