@@ -27,12 +27,7 @@ def main(argv=None, prog: str = "slimnet") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Slimmable networks toolkit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        try:
-            module = _module(name)
-        except ModuleNotFoundError as e:
-            if e.name != f"slimnet.commands.{name}":
-                raise
-            continue
+        module = _module(name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
