@@ -52,11 +52,6 @@ class ChannelGroup:
     expand_ratio: int = 1
     keep_base: bool = False
 
-    def choices(self) -> list[int]:
-        """All channel counts a per-layer config may use for this group (ascending)."""
-        counts = set(range(self.min, self.max + 1, self.divisor)) | {self.max}
-        return sorted(c for c in counts if c % self.divisor == 0 or c in (self.min, self.max))
-
 
 class ConfigError(ValueError):
     """A channel config that does not fit its channel space."""
