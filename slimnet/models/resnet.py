@@ -43,10 +43,15 @@ def _plan(depth):
     return plan
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, L, in_ref, out_ref, mid, stride, **_):
+class ResidualBlock(nn.Module):
+    """relu(body(x) + shortcut(x)); the body is a list of (in, out, kernel, stride) convs, each
+    with BN, ReLU between them; a 1x1 conv + BN projection when the shape changes."""
+
+    def __init__(self, L, in_ref, out_ref, convs, stride):
         super().__init__()
-        self.body = nn.Sequential(L.conv_bn(in_ref, mid, 3, stride), L.conv_bn(mid, out_ref, 3, act=None))
+        last = len(convs) - 1
+        self.body = nn.Sequential(*(L.conv_bn(cin, cout, k, s, act=None if i == last else nn.ReLU)
+                                    for i, (cin, cout, k, s) in enumerate(convs)))
         self.shortcut = None
         if stride != 1 or in_ref != out_ref:
             self.shortcut = L.conv_bn(in_ref, out_ref, 1, stride, act=None)
@@ -57,15 +62,16 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + identity)
 
 
-class Bottleneck(BasicBlock):
-    def __init__(self, L, in_ref, out_ref, mid, stride, mid2=None):
-        nn.Module.__init__(self)
-        self.body = nn.Sequential(L.conv_bn(in_ref, mid, 1), L.conv_bn(mid, mid2, 3, stride),
-                                  L.conv_bn(mid2, out_ref, 1, act=None))
-        self.shortcut = None
-        if stride != 1 or in_ref != out_ref:
-            self.shortcut = L.conv_bn(in_ref, out_ref, 1, stride, act=None)
-        self.relu = nn.ReLU(inplace=True)
+def basic_block(L, in_ref, out_ref, k, stride):
+    mid = f"b{k}.mid"
+    return ResidualBlock(L, in_ref, out_ref, [(in_ref, mid, 3, stride), (mid, out_ref, 3, 1)], stride)
+
+
+def bottleneck(L, in_ref, out_ref, k, stride):
+    """torchvision's v1.5 bottleneck: the stride sits on the 3x3 conv."""
+    mid1, mid2 = f"b{k}.mid1", f"b{k}.mid2"
+    return ResidualBlock(L, in_ref, out_ref, [(in_ref, mid1, 1, 1), (mid1, mid2, 3, stride), (mid2, out_ref, 1, 1)],
+                         stride)
 
 
 class ResNet(SlimNet):
@@ -102,11 +108,9 @@ class ResNet(SlimNet):
             stem = [L.conv_bn(in_channels, "stem", 7, 2), nn.MaxPool2d(3, 2, 1)]
         self.stem = nn.Sequential(*stem)
         blocks, prev = [], "stem"
+        make_block = basic_block if kind == "basic" else bottleneck
         for _i, k, stride, in_ref, out_ref, _w in _plan(depth):
-            if kind == "basic":
-                blocks.append(BasicBlock(L, in_ref, out_ref, f"b{k}.mid", stride))
-            else:
-                blocks.append(Bottleneck(L, in_ref, out_ref, f"b{k}.mid1", stride, mid2=f"b{k}.mid2"))
+            blocks.append(make_block(L, in_ref, out_ref, k, stride))
             prev = out_ref
         self.layers = nn.Sequential(*blocks)
         self.pool = L.global_pool(prev)
