@@ -15,6 +15,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from slimnet.utils import atomic_write_text
+
 
 def _sync(device=None) -> None:
     if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
@@ -79,9 +81,4 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def write_json(path: str, data) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

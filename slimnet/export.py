@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .models import SlimNet, build
 from .nn import SlimModule
-from .utils import atomic_torch_save, atomic_write_text
+from .utils import atomic_path, atomic_torch_save, atomic_write_text
 
 
 @torch.no_grad()
@@ -94,15 +94,9 @@ def export_torchscript(child: nn.Module, path: str | os.PathLike, example: torch
         diff = (traced(example) - child(example)).abs().max().item()
     if not diff <= atol:
         raise RuntimeError(f"TorchScript outputs differ from the PyTorch child by {diff:.3g} (> {atol})")
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(traced, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, tmp)
     return diff
 
 
@@ -122,11 +116,8 @@ def export_onnx(child: nn.Module, path: str | os.PathLike, example: torch.Tensor
     and compare onnxruntime's outputs with PyTorch's on ``example`` (max abs diff <= ``atol``,
     else RuntimeError). Returns the max abs difference."""
     onnx, ort = _onnx_modules()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     child = child.eval()
-    tmp = f"{path}.tmp{os.getpid()}.onnx"
-    try:
+    with atomic_path(path, suffix=".onnx") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             kwargs = dict(input_names=["images"], output_names=["logits"], opset_version=opset,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
@@ -143,10 +134,6 @@ def export_onnx(child: nn.Module, path: str | os.PathLike, example: torch.Tensor
         diff = float(abs(got - expected).max())
         if not diff <= atol:
             raise RuntimeError(f"ONNX Runtime outputs differ from the PyTorch child by {diff:.3g} (> {atol})")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return diff
 
 

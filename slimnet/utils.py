@@ -1,6 +1,7 @@
 """Small shared helpers: device choice and atomic file writes."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -19,33 +20,34 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
-def _tmp_path(path: str) -> str:
-    return f"{path}.tmp{os.getpid()}"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text so that readers see the old file or the new one, never half of one."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``path``; when the block succeeds it is renamed over
+    ``path`` (readers see the old file or the new one, never half of one), when it raises the
+    temporary file is removed and ``path`` is left as it was. ``suffix`` keeps a file extension
+    for writers that look at it (ONNX)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _tmp_path(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = f"{path}.tmp{os.getpid()}{suffix}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
