@@ -309,20 +309,20 @@ class CandidateScorer:
     def _calibration_passes(self, cur, cands, starts, accs, keep, last_bn):
         net = self.net
         for lo in range(0, len(self.calib), self.batch_size):
-                x = self.calib[lo: lo + self.batch_size]
-                store = {}
-                net.set_channels(cur)
-                for m in self.bn_layers:
+            x = self.calib[lo: lo + self.batch_size]
+            store = {}
+            net.set_channels(cur)
+            for m in self.bn_layers:
+                m._accumulator = _Discard()
+            self._run(x, 0, max(keep), keep, store)
+            for c in cands:
+                s = starts[c.key]
+                net.set_channels(c)
+                for m, acc in accs[c.key].items():
+                    m._accumulator = acc
+                self._run(store[s] if s > 0 else x, s, last_bn)
+                for m in accs[c.key]:
                     m._accumulator = _Discard()
-                self._run(x, 0, max(keep), keep, store)
-                for c in cands:
-                    s = starts[c.key]
-                    net.set_channels(c)
-                    for m, acc in accs[c.key].items():
-                        m._accumulator = acc
-                    self._run(store[s] if s > 0 else x, s, last_bn)
-                    for m in accs[c.key]:
-                        m._accumulator = _Discard()
 
     def _store(self, cur, cands, accs):
         net = self.net

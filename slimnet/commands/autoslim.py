@@ -14,7 +14,8 @@ import warnings
 from ..checkpoint import load_supernet
 from ..profile import format_count
 from ..search import (BN_SCORING, DEFAULT_BN, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
-                      DEFAULT_REMOVALS, greedy_slim, write_outputs)
+                      DEFAULT_REMOVALS, SearchError, check_budgets, check_searchable, greedy_slim, make_budgets,
+                      write_outputs)
 from ..utils import pick_device
 from .common import (add_checkpoint_args, add_data_args, add_debug, data_settings, load_bundle, parse_count, preload,
                      resolve_checkpoint)
@@ -62,13 +63,11 @@ def run(args) -> int:
     path = resolve_checkpoint(args)
     device = pick_device(args.device)
     net, ckpt = load_supernet(path)
-    if net.is_child:
-        raise ValueError(f"{path} holds a fixed child, not a supernet: the search needs a supernet")
-    if net.bn_mode != "universal":
-        raise ValueError(f"the search needs a universally slimmable supernet (bn='universal'); {path} has "
-                         f"bn='{net.bn_mode}' ({'switchable BN only has statistics for its fixed widths' if net.bn_mode == 'switchable' else 'shared BN'})")
+    try:
+        check_searchable(net)
+    except SearchError as e:
+        raise ValueError(f"{path}: {e}") from None
     # budgets are checked before any data is read
-    from ..search import check_budgets, make_budgets
     check_budgets(net.space, make_budgets(args.flops, args.params))
     settings = data_settings(ckpt, args, net)
     if not settings["heldout_size"]:
