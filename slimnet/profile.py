@@ -73,7 +73,7 @@ def _layer_table(space, input_size: int) -> list[tuple]:
                if isinstance(m, (SlimConv2d, SlimLinear, SlimAdaptiveAvgPool2d, SlimAvgPool2d,
                                  SlimBatchNorm2d, SwitchableBatchNorm2d))]
     try:
-        net(torch.empty(1, space.arch["in_channels"], input_size, input_size, device="meta"))
+        net(torch.empty(2, space.arch["in_channels"], input_size, input_size, device="meta"))  # 2: BN on 1x1 maps
     finally:
         for h in handles:
             h.remove()

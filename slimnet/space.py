@@ -171,13 +171,10 @@ class ChannelSpace:
         return max(g.divisor, int(round(g.max * fraction / g.divisor)) * g.divisor)
 
     def slim_candidates(self, cfg: "ChannelConfig", fraction: float = 1 / 12) -> list[tuple[str, "ChannelConfig"]]:
-        """Every config one step narrower in exactly one group (groups already at min are skipped)."""
-        out = []
-        for g in self:
-            c = cfg[g.name] - self.step(g.name, fraction)
-            if c >= g.min:
-                out.append((g.name, cfg.replace(**{g.name: c})))
-        return out
+        """Every config one step narrower in exactly one group (groups already at min are
+        skipped; a group less than one step above its min steps to its min)."""
+        return [(g.name, cfg.replace(**{g.name: max(cfg[g.name] - self.step(g.name, fraction), g.min)}))
+                for g in self if cfg[g.name] > g.min]
 
     def check_arch(self, data: Mapping, source: str = "config") -> None:
         """Raise if a config dict was made for another model or architecture."""

@@ -140,12 +140,26 @@ def test_slim_candidates_remove_one_step_in_one_group(v2):
     for group, cand in cands:
         diff = {n for n in space.names if cand[n] != cfg[n]}
         assert diff == {group}
-        assert cfg[group] - cand[group] == space.step(group)
+        assert cfg[group] - cand[group] == min(space.step(group), cfg[group] - space[group].min)
         assert cand[group] >= space[group].min
-    # groups already at their minimum give no candidate
-    at_min = {n for n in space.names if cfg[n] - space.step(n) < space[n].min}
-    assert {g for g, _ in cands} == set(space.names) - at_min
+    # only groups already at their minimum give no candidate
+    assert {g for g, _ in cands} == {n for n in space.names if cfg[n] > space[n].min}
     assert space.slim_candidates(space.min()) == []
+
+
+def test_slim_candidates_reach_the_min_config(v2):
+    """A group less than one step above its min steps to its min, so repeated slimming always
+    ends at the min config (a search can meet any budget down to the min's MACs)."""
+    space = v2.space
+    near = {n: min(space[n].max, space[n].min + space[n].divisor) for n in space.names}
+    cfg = space.config(near)
+    short = [n for n in space.names if 0 < cfg[n] - space[n].min < space.step(n)]
+    assert short, "the test needs groups less than one step above their min"
+    for group, cand in space.slim_candidates(cfg):
+        assert cand[group] == max(cfg[group] - space.step(group), space[group].min)
+    while cands := space.slim_candidates(cfg):
+        cfg = cands[0][1]
+    assert cfg == space.min()
 
 
 def test_step_is_a_fraction_of_max_rounded_to_divisor(v2):

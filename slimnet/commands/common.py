@@ -137,9 +137,13 @@ def needs_calibration(net, cfg) -> bool:
     return cfg.key not in net.calibrated_configs()
 
 
-def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print) -> int:
-    """Calibrate every config of ``cfgs`` that has no statistics yet; returns how many."""
-    todo = [c for c in cfgs if needs_calibration(net, c)]
+def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print, force: bool = False) -> int:
+    """Calibrate every config of ``cfgs`` that has no statistics yet (``force``: every config,
+    also a shared-BN supernet's); returns how many."""
+    if force and net.bn_mode == "switchable":
+        raise ValueError("--recalibrate: a switchable-BN supernet keeps private running statistics per width; "
+                         "calibration applies to universal and shared BN")
+    todo = [c for c in cfgs if force or needs_calibration(net, c)]
     if not todo:
         return 0
     settings = data_settings(ckpt, args, net)
@@ -148,7 +152,7 @@ def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{len(todo)} config(s) have no BN statistics in this universal supernet and calibrating "
                          f"them failed: {e}") from None
-    images, _ = preload(bundle.calib, num_images)
+    images, _ = preload(bundle.calib, num_images, seed=getattr(args, "calibrate_seed", 0))
     device = next(net.parameters()).device
     for c in todo:
         calibrate_bn(net, c, batches(images, args.batch_size), num_images=num_images, device=device)

@@ -36,6 +36,10 @@ def add_arguments(p):
     p.add_argument("--widths", help="a range of widths START:STOP:STEP, e.g. 0.35:1.0:0.05")
     p.add_argument("--channels", action="append", default=[], help="channel config JSON (repeatable)")
     p.add_argument("--calibrate-images", type=int, default=2000, help="BN calibration images for uncalibrated configs")
+    p.add_argument("--calibrate-seed", type=int, default=0, help="seed of the random draw of calibration images")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="(re)calibrate the BN statistics of every evaluated config, also those already stored and "
+                        "those of a shared-BN supernet (the S-Nets ablation's repair); not for switchable BN")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--json", dest="json_out", help="write the results as JSON here")
     p.add_argument("--plot", help="write a PNG of top-1 against MACs here")
@@ -67,25 +71,31 @@ def run(args) -> int:
         from .common import resolve_checkpoint
         path = resolve_checkpoint(args)
         net, ckpt = load_supernet(path)
-        if net.is_child:
-            raise ValueError(f"{path} holds a fixed child (trained alone); evaluate it with its config, not widths")
-        net.to(device)
         widths = list(args.width) + (parse_range(args.widths) if args.widths else [])
-        items = [(f"width {w:g}", config_of(net, width=w)) for w in widths]
-        items += [(os.path.basename(c), config_of(net, channels=c)) for c in args.channels]
-        if not items:
-            items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
-        ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images)
+        if net.is_child and (widths or args.channels or args.recalibrate):
+            raise ValueError(f"{path} holds a fixed child (trained alone, plain BN): evaluate it without "
+                             "--width/--widths/--channels/--recalibrate")
+        net.to(device)
+        if net.is_child:
+            items = [(os.path.basename(os.path.dirname(os.path.abspath(path))) or "child", net.child_config)]
+        else:
+            items = [(f"width {w:g}", config_of(net, width=w)) for w in widths]
+            items += [(os.path.basename(c), config_of(net, channels=c)) for c in args.channels]
+            if not items:
+                items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
+            ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images, force=args.recalibrate)
         settings = data_settings(ckpt, args, net)
         bundle = load_bundle(settings, "evaluation")
         images, labels = preload(bundle.test)
         for name, cfg in items:
-            net.set_channels(cfg)
+            if not net.is_child:
+                net.set_channels(cfg)
             cost = profile(net.space, cfg)
             m = _eval_rows(net, images, labels, args.batch_size, device)
             rows.append({"name": name, "key": cfg.key, "macs": cost.macs, "params": cost.params,
                          "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
-        net.set_channels(net.space.max())
+        if not net.is_child:
+            net.set_channels(net.space.max())
     print(f"{'model':>24} {'MACs':>9} {'params':>9} {'top-1':>7} {'top-5':>7}   ({rows[0]['images']} test images)")
     for r in rows:
         print(f"{r['name']:>24} {format_count(r['macs']):>9} {format_count(r['params']):>9} "

@@ -5,7 +5,9 @@ channels, MACs and parameters. Channel groups: ``stem``; one group per stage out
 ``s7``, residual-tied inside the stage); one hidden (expand) group per block with an expansion
 (``b<k>.expand``; its depthwise conv follows it); ``last`` (the 1280 conv, never below 1280 for
 w <= 1). Small inputs (< 128 px) use stride 1 in the stem and in the 24-channel stage, so a
-32x32 image ends at 4x4 (28x28 at 4x4).
+32x32 image ends at 4x4 (28x28 at 4x4). ``downsample="imagenet"`` keeps torchvision's strides at
+any input size (28x28 then ends at 1x1 with 1/16 of the MACs: a small, fast model for CPU
+studies); ``"small"`` forces the small-input strides; ``"auto"`` (default) picks by input size.
 """
 from __future__ import annotations
 
@@ -62,8 +64,10 @@ class MobileNetV2(SlimNet):
         groups.append(_group("last", LAST, max_width, min_width, keep_base=True))
         return groups
 
-    def build(self, L, num_classes, in_channels, input_size, dropout=0.2, **_):
-        small = small_input(input_size)
+    def build(self, L, num_classes, in_channels, input_size, dropout=0.2, downsample="auto", **_):
+        if downsample not in ("auto", "imagenet", "small"):
+            raise ValueError(f"downsample must be 'auto', 'imagenet' or 'small', got {downsample!r}")
+        small = small_input(input_size) if downsample == "auto" else downsample == "small"
         features = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2, act=nn.ReLU6)]
         prev, k = "stem", 0
         for i, (t, c, n, s) in enumerate(SETTINGS, start=1):
