@@ -148,7 +148,7 @@ class Study:
         run = self.run_dir(sup)
         ckpt = os.path.join(run, "last.pt")
         jobs = [self.train_eval_job(sup, "autoslim", "fmnist_autoslim_supernet.yaml", seed,
-                                    self.width_flags((1.5,) + WIDTHS), {"method": "autoslim_supernet"})]
+                                    self.width_flags((1.5,) + WIDTHS + (0.2,)), {"method": "autoslim_supernet"})]
         budgets = self.budgets()
         search_dir = os.path.join(run, "search")
         search = f"autoslim_search_s{seed}"
