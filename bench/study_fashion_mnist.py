@@ -47,7 +47,7 @@ PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "cost
 WIDTHS = (1.0, 0.75, 0.5, 0.35)
 US_WIDTHS = "0.35:1.0:0.05"
 CALIB_COUNTS = (250, 500, 1000, 2000, 4000, 8000)
-CALIB_DRAWS = 3             # random draws of calibration images for counts <= 2000
+CALIB_DRAWS = 3             # random draws of calibration images (counts <= 2000; one draw above)
 
 
 def tag(w: float) -> str:
@@ -184,8 +184,8 @@ class Study:
         ckpt = os.path.join(self.run_dir(us), "last.pt")
         out = os.path.join(self.run_dir(us), "calibration")
         steps, files = [], []
-        for n in CALIB_COUNTS:
-            for draw in range(CALIB_DRAWS if n <= 2000 else 1):
+        for n in self.args.calib_counts:
+            for draw in range(self.args.calib_draws if n <= 2000 else 1):
                 f = os.path.join(out, f"n{n}_draw{draw}.json")
                 files.append((n, draw, f))
                 steps.append((f"calibrate {n} draw {draw}",
@@ -341,6 +341,10 @@ def main(argv=None) -> int:
     p.add_argument("--search-images", type=int, default=2500, help="held-out images the search scores on")
     p.add_argument("--prescreen", type=int, default=500)
     p.add_argument("--leaders", type=int, default=2)
+    p.add_argument("--calib-counts", type=int, nargs="+", default=list(CALIB_COUNTS),
+                   help="calibration part: numbers of calibration images")
+    p.add_argument("--calib-draws", type=int, default=CALIB_DRAWS,
+                   help="calibration part: random draws per count up to 2000 images")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every training run (e.g. data.root=DIR), repeatable")
     p.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "study_fashion_mnist"))

@@ -1,2 +1,222 @@
-def write_report(results, md, png):
-    print("report: TODO")
+"""Tables (markdown) and the accuracy-vs-MACs plot of the Fashion-MNIST study, from the raw
+JSON that bench/study_fashion_mnist.py writes. Parts not run yet are left out of the tables."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+from collections import defaultdict
+
+WIDTHS = (1.0, 0.75, 0.5, 0.35)
+
+
+def _load(results_dir: str) -> dict[str, list[dict]]:
+    """method -> records (one per seed)."""
+    out = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        if path.endswith(".partial.json"):
+            continue
+        with open(path) as f:
+            rec = json.load(f)
+        out[rec.get("method", os.path.basename(path)[:-5])].append(rec)
+    return out
+
+
+def _width_of(name: str) -> float | None:
+    return float(name[6:]) if name.startswith("width ") else None
+
+
+def _by_width(rows) -> dict[float, dict]:
+    return {round(_width_of(r["name"]), 4): r for r in rows if _width_of(r["name"]) is not None}
+
+
+def _stat(values) -> tuple[float, float, int] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), (max(values) - min(values)) / 2, len(values)
+
+
+def _fmt(s, digits=2) -> str:
+    if s is None:
+        return "-"
+    mean, half, n = s
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
+
+
+def _diff(a, b) -> str:
+    if a is None or b is None:
+        return "-"
+    return f"{a[0] - b[0]:+.2f}"
+
+
+def _M(macs) -> str:
+    return f"{macs / 1e6:.2f}M"
+
+
+def collect(results_dir: str) -> dict:
+    """Per-method accuracy by width (mean, half range, seeds), plus the AutoSlim, calibration and
+    cost records."""
+    recs = _load(results_dir)
+    acc, macs = defaultdict(dict), {}
+    fixed = defaultdict(list)
+    for r in recs.get("fixed", []):
+        (row,) = r["eval"]
+        fixed[r["width"]].append(row["top1"])
+        macs[r["width"]] = row["macs"]
+    acc["individual"] = {w: _stat(v) for w, v in fixed.items()}
+    for method, key, label in (("snet", "eval", "S-Net"), ("snet_shared_bn", "eval", "shared BN"),
+                               ("snet_shared_bn", "eval_calibrated", "shared BN + calibration"),
+                               ("usnet", "eval", "US-Net"), ("usnet_no_distill", "eval", "US-Net, no distillation"),
+                               ("autoslim_supernet", "eval", "AutoSlim supernet (uniform widths)")):
+        per_w = defaultdict(list)
+        for r in recs.get(method, []):
+            for w, row in _by_width(r.get(key, [])).items():
+                per_w[w].append(row["top1"])
+                macs.setdefault(("sup" if method == "autoslim_supernet" else "") + str(w), row["macs"])
+                if method != "autoslim_supernet":
+                    macs.setdefault(w, row["macs"])
+        if per_w:
+            acc[label] = {w: _stat(v) for w, v in per_w.items()}
+    autoslim = defaultdict(lambda: {"retrained": [], "in_supernet": [], "macs": [], "params": []})
+    for r in recs.get("autoslim", []):
+        (row,) = r["eval"]
+        a = autoslim[r["budget_width"]]
+        a["retrained"].append(row["top1"])
+        a["macs"].append(row["macs"])
+        a["params"].append(row["params"])
+        a["budget"] = r["budget_macs"]
+    searches = recs.get("autoslim_search", [])
+    for s in searches:
+        rows = {os.path.basename(r["name"]): r for r in s["eval_in_supernet"]}
+        for w, path in s["files"].items():
+            row = rows.get(os.path.basename(path))
+            if row is not None:
+                autoslim[float(w)]["in_supernet"].append(row["top1"])
+    return {"acc": acc, "macs": macs, "autoslim": autoslim, "searches": searches,
+            "calibration": recs.get("calibration", []), "costs": recs.get("costs", []), "records": recs}
+
+
+def tables(d: dict) -> str:
+    acc, macs = d["acc"], d["macs"]
+    out = []
+    ind = acc.get("individual", {})
+    seeds = max((s[2] for m in acc.values() for s in m.values() if s), default=0)
+    images = next((row["images"] for recs in d["records"].values() for r in recs for row in r.get("eval", [])), 0)
+    out.append(f"Test top-1 (%) on {images:,} Fashion-MNIST test images, {seeds} seed(s)" +
+               (" (mean ± half range)." if seeds > 1 else ".") + "\n")
+    # 1. every method at the four widths
+    cols = [c for c in ("individual", "S-Net", "shared BN", "shared BN + calibration", "US-Net",
+                        "US-Net, no distillation") if c in acc]
+    out.append("| width | MACs | " + " | ".join(cols) + " |")
+    out.append("|---|---|" + "---|" * len(cols))
+    for w in WIDTHS:
+        cells = []
+        for c in cols:
+            s = acc[c].get(w)
+            cells.append(_fmt(s) + ("" if c == "individual" or s is None or ind.get(w) is None
+                                    else f" ({_diff(s, ind.get(w))})"))
+        out.append(f"| {w:g} | {_M(macs[w]) if w in macs else '-'} | " + " | ".join(cells) + " |")
+    out.append("\n(in parentheses: difference to the individually trained model of that width)\n")
+    # 2. the US-Net curve
+    us, usn = acc.get("US-Net", {}), acc.get("US-Net, no distillation", {})
+    if us:
+        ws = sorted(set(us) | set(usn))
+        out.append("| width | MACs | US-Net | US-Net, no distillation | distillation's gain |")
+        out.append("|---|---|---|---|---|")
+        for w in ws:
+            out.append(f"| {w:g} | {_M(macs[w]) if w in macs else '-'} | {_fmt(us.get(w))} | {_fmt(usn.get(w))} | "
+                       f"{_diff(us.get(w), usn.get(w))} |")
+        curve = [us[w][0] for w in sorted(us)]
+        drops = [b - a for a, b in zip(curve[1:], curve)]   # accuracy lost going one step wider
+        out.append(f"\nUS-Net curve: largest accuracy drop from one width to the next wider one "
+                   f"{max(max(drops), 0):.2f} points (0 = monotone).\n")
+    # 3. AutoSlim
+    if d["autoslim"]:
+        out.append("| budget (MACs of uniform width) | searched config MACs | params | in the supernet "
+                   "(calibrated) | retrained alone | uniform, trained alone | difference |")
+        out.append("|---|---|---|---|---|---|---|")
+        for w in WIDTHS:
+            a = d["autoslim"].get(w)
+            if not a or not a["macs"]:
+                continue
+            r, u = _stat(a["retrained"]), ind.get(w)
+            out.append(f"| {w:g} ({_M(a['budget'])}) | {_M(statistics.fmean(a['macs']))} | "
+                       f"{statistics.fmean(a['params']) / 1e6:.2f}M | {_fmt(_stat(a['in_supernet']))} | {_fmt(r)} | "
+                       f"{_fmt(u)} | {_diff(r, u)} |")
+        for s in d["searches"]:
+            out.append(f"\nSearch (seed {s['seed']}): {s['iterations']} scoring rounds, {s['removals']} removals, "
+                       f"{s['candidates']} candidate evaluations, {s['search_s'] / 60:.1f} min.")
+        out.append("")
+    # 4. calibration
+    for c in d["calibration"]:
+        per = defaultdict(lambda: defaultdict(list))
+        for row in c["rows"]:
+            for w, r in _by_width(row["results"]).items():
+                per[row["images"]][w].append(r["top1"])
+        ws = sorted({w for v in per.values() for w in v})
+        out.append(f"| calibration images | " + " | ".join(f"top-1 at width {w:g}" for w in ws) + " |")
+        out.append("|---|" + "---|" * len(ws))
+        for n in sorted(per):
+            out.append(f"| {n} | " + " | ".join(_fmt(_stat(per[n][w])) for w in ws) + " |")
+        out.append(f"\n(US-Net seed {c['seed']}; mean ± half range over random draws of the calibration images)\n")
+    # 5. export latency
+    for c in d["costs"]:
+        out.append("| width | MACs | batch | exported child (ms) | torchvision, same channels (ms) | child / torchvision "
+                   "| supernet at that width (ms) | supernet / child |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in c["rows"]:
+            for b in (1, 64):
+                x = r[f"batch{b}"]
+                out.append(f"| {r['width']:g} | {_M(r['macs'])} | {b} | {x['ms']['child']:.2f} | {x['ms']['plain']:.2f} | "
+                           f"{x['child_over_plain']:.3f} | {x['ms']['supernet']:.2f} | {x['supernet_over_child']:.3f} |")
+        out.append(f"\n(median of {c['rounds']} interleaved rounds, {c['threads']} thread(s))\n")
+    # 6. wall time per job
+    rows = []
+    for method, recs in sorted(d["records"].items()):
+        for r in recs:
+            for c in r.get("commands", []):
+                rows.append((r["job"], c["step"], c["wall_s"]))
+    if rows:
+        out.append("| job | step | wall (min) |")
+        out.append("|---|---|---|")
+        for job, step, wall in rows:
+            if step.startswith("calibrate ") and not step.endswith("draw 0"):
+                continue
+            out.append(f"| {job} | {step} | {wall / 60:.1f} |")
+        out.append(f"\nTotal: {sum(w for _, _, w in rows) / 60:.0f} min of job time.\n")
+    return "\n".join(out) + "\n"
+
+
+def plot(d: dict, path: str) -> str | None:
+    from slimnet.plots import plot_accuracy_vs_macs
+    acc, macs = d["acc"], d["macs"]
+    series = []
+    for label, style in (("individual", "points"), ("S-Net", "line"), ("shared BN + calibration", "line"),
+                         ("US-Net", "line"), ("US-Net, no distillation", "line")):
+        per = acc.get(label)
+        if not per:
+            continue
+        ws = sorted(w for w in per if w in macs and per[w])
+        series.append({"label": label, "macs": [macs[w] for w in ws], "acc": [per[w][0] for w in ws], "style": style})
+    a = [(statistics.fmean(v["macs"]), statistics.fmean(v["retrained"])) for v in d["autoslim"].values()
+         if v["retrained"]]
+    if a:
+        a.sort()
+        series.append({"label": "AutoSlim (searched, retrained)", "macs": [m for m, _ in a],
+                       "acc": [t for _, t in a], "style": "points"})
+    if not series:
+        return None
+    return plot_accuracy_vs_macs(series, path, title="Fashion-MNIST, MobileNet v2 (28x28)")
+
+
+def write_report(results_dir: str, md_path: str, png_path: str) -> None:
+    from slimnet.utils import atomic_write_text
+    d = collect(results_dir)
+    if not d["records"]:
+        print(f"report: no results under {results_dir} yet")
+        return
+    atomic_write_text(md_path, tables(d))
+    p = plot(d, png_path)
+    print(f"report: {md_path}" + (f", {p}" if p else ""))

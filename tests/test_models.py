@@ -9,6 +9,7 @@ import torchvision
 import slimnet
 from slimnet.calibrate import calibrate_bn
 from slimnet.nn import SlimModule
+from slimnet.profile import profile
 
 MODELS = sorted(slimnet.MODELS)
 
@@ -155,3 +156,25 @@ def test_exported_child_equals_torchvision_model(name, width, make_tv):
     child.eval()
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(child(x), tv(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_mobilenet_v2_downsample_option():
+    """downsample='imagenet' keeps torchvision's strides at 28x28 (the study's CPU model): same
+    outputs as torchvision's model; 'small' / 'auto' drop two strides there; bad values fail."""
+    net = slimnet.build("mobilenet_v2", num_classes=10, input_size=28, max_width=1.0, min_width=0.35,
+                        downsample="imagenet")
+    calibrate_bn(net, net.space.uniform(0.5), [torch.randn(4, 3, 28, 28)], num_images=4)
+    child = slimnet.export(net, net.space.uniform(0.5))
+    tv = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
+    _randomise_bn(tv)
+    load_in_order(child, tv)
+    child.eval()
+    x = torch.randn(2, 3, 28, 28)
+    torch.testing.assert_close(child(x), tv(x), rtol=0, atol=1e-5)
+    small = slimnet.build("mobilenet_v2", num_classes=10, input_size=28, downsample="small")
+    auto = slimnet.build("mobilenet_v2", num_classes=10, input_size=28)
+    big = profile(net.space).macs
+    assert profile(small.space).macs == profile(auto.space).macs == pytest.approx(16 * big, rel=0.2)
+    with pytest.raises(ValueError, match="downsample must be"):
+        slimnet.build("mobilenet_v2", num_classes=10, input_size=28, downsample="cifar")

@@ -204,3 +204,39 @@ def test_checkpoint_from_config_or_experiment_dir(supernet_ckpt, tmp_path, capsy
     assert "nowhere/best.pt does not exist" in capsys.readouterr().err
     assert main(["calibrate", "--width", "0.5"]) == 2
     assert "--checkpoint PATH" in capsys.readouterr().err
+
+
+def test_evaluate_recalibrate_shared_bn_and_fixed_child(switchable_ckpt, tmp_path, capsys):
+    """--recalibrate repairs a shared-BN supernet (its statistics then equal calibrate_bn's on the
+    same images); a fixed-child checkpoint is evaluated as it is."""
+    torch.manual_seed(0)
+    shared = _train(slimnet.build("resnet20", **ARCH, max_width=0.5, bn="shared"), steps=10)
+    save_checkpoint(tmp_path / "shared.pt", shared, config={"data": DATA_CFG})
+    plain, cal = tmp_path / "plain.json", tmp_path / "cal.json"
+    common = ["evaluate", "--checkpoint", str(tmp_path / "shared.pt"), "--width", "0.25", "--test-subset", "100"]
+    assert main(common + ["--json", str(plain)]) == 0
+    assert main(common + ["--json", str(cal), "--recalibrate", "--calibrate-images", "64", "--calibrate-seed", "3"]) == 0
+    capsys.readouterr()
+    (row_plain,), (row_cal,) = json.load(open(plain))["results"], json.load(open(cal))["results"]
+    assert row_plain["loss"] != row_cal["loss"]
+    # the same statistics by hand: calibrate_bn on the same 64 calibration images
+    from slimnet.calibrate import calibrate_bn
+    from slimnet.commands.common import preload
+    from slimnet.metrics import evaluate
+    net, _ = load_supernet(tmp_path / "shared.pt")
+    b = build_data("fashion_mnist", heldout_size=120, heldout_seed=0, input_size=16, test_subset=100)
+    images, _ = preload(b.calib, 64, seed=3)
+    calibrate_bn(net, net.space.uniform(0.25), [images], num_images=64)
+    x, y = preload(b.test)
+    assert evaluate(net, [(x, y)])["loss"] == pytest.approx(row_cal["loss"], rel=1e-5)
+    assert main(["evaluate", "--checkpoint", str(switchable_ckpt), "--width", "0.25", "--recalibrate"]) == 2
+    assert "switchable-BN supernet keeps private running statistics" in capsys.readouterr().err
+
+    child = slimnet.build("resnet20", **ARCH, max_width=0.5, channels=net.space.uniform(0.25))
+    save_checkpoint(tmp_path / "fixed" / "last.pt", child, config={"data": DATA_CFG})
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "fixed" / "last.pt"), "--test-subset", "100",
+                 "--json", str(plain)]) == 0
+    (row,) = json.load(open(plain))["results"]
+    assert row["name"] == "fixed" and row["macs"] == row_cal["macs"] and row["images"] == 100
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "fixed" / "last.pt"), "--width", "0.25"]) == 2
+    assert "holds a fixed child" in capsys.readouterr().err

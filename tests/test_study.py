@@ -1,0 +1,41 @@
+"""bench/study_fashion_mnist.py end to end on a tiny noise dataset: jobs with dependencies,
+raw JSON, resume (finished jobs are skipped) and the report."""
+import json
+import os
+import subprocess
+import sys
+
+from helpers import write_noise_fashion
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_study_parts_dependencies_resume_and_report(tmp_path):
+    data = write_noise_fashion(str(tmp_path / "data"), n_train=200, n_test=60)
+    results, md, png = tmp_path / "results", tmp_path / "study.md", tmp_path / "study.png"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "study_fashion_mnist.py"), "--part", "shared_bn", "calibration",
+           "--jobs", "2", "--results", str(results), "--runs", str(tmp_path / "runs"), "--report-md", str(md),
+           "--report-png", str(png), "--calib-counts", "50", "100", "--calib-draws", "2",
+           "--override", f"data.root={data}", "--override", "data.subset=96", "--override", "train.epochs=1",
+           "--override", "data.batch_size=32"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # calibration pulled in the US-Net it calibrates; nothing else ran
+    assert sorted(os.listdir(results)) == ["calibration_s0.json", "snet_shared_bn_s0.json", "usnet_s0.json"]
+    shared = json.load(open(results / "snet_shared_bn_s0.json"))
+    names = ["width 1", "width 0.75", "width 0.5", "width 0.35"]
+    assert [row["name"] for row in shared["eval"]] == names == [row["name"] for row in shared["eval_calibrated"]]
+    assert all(row["images"] == 60 for row in shared["eval"])
+    assert shared["train"]["epochs"] == 1 and shared["commands"][0]["command"].startswith("python -m slimnet.cli train")
+    us = json.load(open(results / "usnet_s0.json"))
+    assert len(us["eval"]) == 14                                   # 0.35 ... 1.0 in steps of 0.05
+    cal = json.load(open(results / "calibration_s0.json"))
+    assert [(row["images"], row["draw"]) for row in cal["rows"]] == [(50, 0), (50, 1), (100, 0), (100, 1)]
+    report = md.read_text()
+    assert "shared BN + calibration" in report and "| calibration images |" in report and "US-Net curve" in report
+    assert png.stat().st_size > 1000
+    # a rerun finds every job done and trains nothing
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done earlier") == 3 and "started" not in r.stdout
