@@ -35,6 +35,13 @@ Cost is the whole fight (a MobileNet v2 search evaluates thousands of candidates
   (``iteration`` numbers the scoring rounds); only the first removal of an iteration was scored,
   the later rows have ``top1``/``loss`` None. ``removals=1`` is the paper's exact one-step greedy.
 
+**Latency budgets** (``latency_ms=``) are measured, not computed: after each removal the plain
+child with the new channels (``type(net)(**net.arch, channels=cfg)``, weights do not matter) runs
+on the search's device (batch ``latency_batch``, eval mode; ``slimnet.profile.measure_latency``:
+median of 20 timed runs) and a latency budget is met by the first trajectory config measured at or
+under it. Measurements are cached per config and kept in the trajectory (``latency_ms``), so a
+resumed search does not re-measure what it already has; they are only as stable as the machine.
+
 The search writes its state after every step (atomically); ``resume=True`` continues a killed
 search where it stopped and yields the same trajectory as an uninterrupted run.
 """
@@ -55,7 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator
-from .profile import format_count, profile
+from .profile import format_count, measure_latency, profile
 from .space import ChannelConfig
 from .utils import atomic_write_text
 
@@ -75,16 +82,28 @@ class SearchError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # budgets
 # ---------------------------------------------------------------------------------------------
+BUDGET_KINDS = ("macs", "params", "latency")
+BUDGET_WHAT = {"macs": "MACs", "params": "params", "latency": "latency"}
+
+
 @dataclass(frozen=True)
 class Budget:
-    kind: str      # "macs" | "params"
+    kind: str      # "macs" | "params" | "latency" (value in microseconds)
     value: int
 
     @property
     def label(self) -> str:
-        """File-name label: 150M -> 'autoslim_150M', params 2M -> 'autoslim_params_2M'."""
+        """File-name label: 150M -> 'autoslim_150M', params 2M -> 'autoslim_params_2M', latency
+        2.5 ms -> 'autoslim_latency_2.5ms'."""
+        if self.kind == "latency":
+            return f"autoslim_latency_{self.value / 1000:g}ms"
         text = _short(self.value)
         return f"autoslim_{text}" if self.kind == "macs" else f"autoslim_params_{text}"
+
+    def show(self, value: float | None = None) -> str:
+        """``value`` (default: the budget's) in this budget's unit, for messages."""
+        v = self.value if value is None else value
+        return f"{v / 1000:.4g} ms" if self.kind == "latency" else f"{format_count(v)} {BUDGET_WHAT[self.kind]}"
 
 
 def _short(n: int) -> str:
@@ -94,30 +113,61 @@ def _short(n: int) -> str:
     return str(int(n))
 
 
-def make_budgets(flops: Sequence[int] = (), params: Sequence[int] = ()) -> list[Budget]:
-    budgets = [Budget("macs", int(v)) for v in flops] + [Budget("params", int(v)) for v in params]
+def make_budgets(flops: Sequence[int] = (), params: Sequence[int] = (),
+                 latency_ms: Sequence[float] = ()) -> list[Budget]:
+    for v in latency_ms:
+        if not v > 0:
+            raise SearchError(f"latency budget must be a positive number of milliseconds, got {v}")
+    budgets = ([Budget("macs", int(v)) for v in flops] + [Budget("params", int(v)) for v in params]
+               + [Budget("latency", int(round(v * 1000))) for v in latency_ms])
     for b in budgets:
         if b.value <= 0:
             raise SearchError(f"budget must be positive, got {b.value}")
     if not budgets:
-        raise SearchError("give at least one budget (flops=[...] MACs and/or params=[...])")
+        raise SearchError("give at least one budget (flops=[...] MACs, params=[...] and/or latency_ms=[...])")
     return sorted(set(budgets), key=lambda b: (b.kind, -b.value))
 
 
-def check_budgets(space, budgets: Sequence[Budget], input_size: int | None = None) -> list[str]:
-    """Raise if a budget is below the min config; return warnings for budgets at/above the max."""
+class ChildLatency:
+    """Measured latency (microseconds) of the plain child of each config, cached by config key."""
+
+    def __init__(self, net, input_size: int, batch: int = 1, device=None, repeats: int = 20):
+        self.net, self.batch, self.repeats = net, int(batch), repeats
+        self.shape = (self.batch, net.arch["in_channels"], input_size, input_size)
+        self.device = torch.device(device) if device is not None else next(net.parameters()).device
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, cfg: ChannelConfig) -> int:
+        if cfg.key not in self.cache:
+            child = type(self.net)(**self.net.arch, channels=cfg).to(self.device).eval()
+            ms = measure_latency(child, self.shape, device=self.device, warmup=3, repeats=self.repeats)
+            self.cache[cfg.key] = int(round(ms * 1000))
+        return self.cache[cfg.key]
+
+
+def check_budgets(space, budgets: Sequence[Budget], input_size: int | None = None,
+                  latency: Callable[[ChannelConfig], int] | None = None) -> list[str]:
+    """Raise if a budget is below the min config; return warnings for budgets at/above the max.
+    Latency budgets need ``latency`` (config -> microseconds, e.g. :class:`ChildLatency`)."""
     lo, hi = profile(space, space.min(), input_size), profile(space, space.max(), input_size)
     notes = []
     for b in budgets:
-        low, high = (lo.macs, hi.macs) if b.kind == "macs" else (lo.params, hi.params)
-        what = "MACs" if b.kind == "macs" else "params"
+        if b.kind == "latency":
+            if latency is None:
+                raise SearchError("latency budgets are measured: pass latency= (e.g. ChildLatency(net, input_size))")
+            low, high = latency(space.min()), latency(space.max())
+        else:
+            low, high = (lo.macs, hi.macs) if b.kind == "macs" else (lo.params, hi.params)
         if b.value < low:
-            raise SearchError(
-                f"{what} budget {format_count(b.value)} ({b.value:,}) is below the smallest config of this "
-                f"supernet: its min config has {format_count(low)} {what} ({low:,}); use a budget >= {low:,}")
+            if b.kind == "latency":
+                got, has, use = b.show(), f"{b.show(low)} (measured on this device)", b.show(low)
+            else:
+                got, has, use = f"{format_count(b.value)} ({b.value:,})", f"{b.show(low)} ({low:,})", f"{low:,}"
+            raise SearchError(f"{BUDGET_WHAT[b.kind]} budget {got} is below the smallest config of this supernet: "
+                              f"its min config has {has}; use a budget >= {use}")
         if b.value >= high:
-            notes.append(f"{what} budget {format_count(b.value)} is at or above the max config "
-                         f"({format_count(high)} {what}): its result is the max config")
+            notes.append(f"budget {b.show()} is at or above the max config "
+                         f"({b.show(high)}): its result is the max config")
     return notes
 
 
@@ -404,35 +454,36 @@ class SearchResult:
 
 
 def _settings(net, budgets, n_images, bn, calib_num, n_calib, fraction, batch_size, prescreen, leaders, input_size,
-              removals, removal_rate):
+              removals, removal_rate, latency_batch):
     return {"model": net.space.model, "arch": {k: v for k, v in net.arch.items()},
             "groups": {g.name: [g.min, g.max, g.divisor] for g in net.space},
             "budgets": [[b.kind, b.value] for b in budgets], "images": n_images, "bn": bn,
             "calib_images": n_calib if bn != "batch" else 0, "fraction": fraction, "batch_size": batch_size,
             "prescreen": prescreen, "leaders": leaders, "input_size": input_size, "removals": removals,
-            "removal_rate": removal_rate if removals == "auto" else None}
+            "removal_rate": removal_rate if removals == "auto" else None,
+            **({"latency_batch": latency_batch} if any(b.kind == "latency" for b in budgets) else {})}
 
 
-def _batched_picks(cur, cands, ranked, cost, pending, rate) -> list[int]:
+def _batched_picks(cur, cands, ranked, value, pending, rate) -> list[int]:
     """Batched greedy: the best candidate, then the next best ones (distinct groups: one candidate
     per group) applied together, as long as the iteration removes at most ``rate`` of the
     distance from the current config to the smallest pending budget (per budget kind) and the
     result still misses every pending budget: a budget is always crossed by an exact one-step
-    greedy iteration. Returns candidate indices in order of application."""
-    c0 = cost(cur)
+    greedy iteration. ``value(cfg, kind)``: the config's MACs / params / latency. Returns
+    candidate indices in order of application."""
     kinds = {b.kind for b in pending}
-    value = lambda c, kind: c.macs if kind == "macs" else c.params  # noqa: E731
-    cap = {k: rate * (value(c0, k) - min(b.value for b in pending if b.kind == k)) for k in kinds}
+    v0 = {k: value(cur, k) for k in kinds}
+    cap = {k: rate * (v0[k] - min(b.value for b in pending if b.kind == k)) for k in kinds}
 
-    def fits(c):
-        return (all(value(c0, k) - value(c, k) <= cap[k] for k in kinds)
-                and not any(value(c, b.kind) <= b.value for b in pending))
+    def fits(cfg):
+        return (all(v0[k] - value(cfg, k) <= cap[k] for k in kinds)
+                and not any(value(cfg, b.kind) <= b.value for b in pending))
 
     picks, new = [], cur
     for i in ranked:
         group, cand = cands[i]
         trial = new.replace(**{group: cand[group]})
-        if not fits(cost(trial)):
+        if not fits(trial):
             break
         picks.append(i)
         new = trial
@@ -445,7 +496,8 @@ def _read_state(path):
 
 
 def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Sequence[int] = (),
-                params: Sequence[int] = (), bn: str = DEFAULT_BN, calib_images: torch.Tensor | None = None,
+                params: Sequence[int] = (), latency_ms: Sequence[float] = (), latency_batch: int = 1,
+                bn: str = DEFAULT_BN, calib_images: torch.Tensor | None = None,
                 calib_num: int | None = None, fraction: float = 1 / 12, batch_size: int = 500,
                 prescreen: int | None = DEFAULT_PRESCREEN, leaders: int = DEFAULT_LEADERS,
                 removals: str | int = DEFAULT_REMOVALS,
@@ -459,6 +511,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
         images, labels: the held-out set (preloaded tensors; moved to ``device`` once).
         flops, params: budgets (MACs, parameters); every budget gets the first config of the
             trajectory at or under it.
+        latency_ms, latency_batch: latency budgets (milliseconds) measured on ``device`` at this
+            batch size (see the module docstring).
         bn: BN handling while scoring: ``"batch"`` | ``"recalibrate"`` | ``"subset"``.
         calib_images / calib_num: images for BN statistics (default: the held-out images; 2000
             for ``"recalibrate"``, 500 for ``"subset"``).
@@ -480,8 +534,10 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     check_searchable(net)
     space = net.space
     input_size = int(input_size or space.arch["input_size"])
-    budgets = make_budgets(flops, params)
-    notes = check_budgets(space, budgets, input_size)
+    budgets = make_budgets(flops, params, latency_ms)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    latency = ChildLatency(net, input_size, latency_batch, device) if any(b.kind == "latency" for b in budgets) else None
+    notes = check_budgets(space, budgets, input_size, latency)
     for note in notes:
         warnings.warn(note)
     if not 0 < fraction <= 1:
@@ -491,12 +547,11 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     removals = "auto" if str(removals) == "auto" else 1
     if not 0 < removal_rate <= 1:
         raise SearchError(f"removal_rate must be in (0, 1], got {removal_rate}")
-    device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device)
     scorer = CandidateScorer(net, images, labels, bn=bn, calib=calib_images, calib_num=calib_num,
                              batch_size=batch_size, device=device, reuse_prefix=reuse_prefix)
     settings = _settings(net, budgets, len(scorer.images), bn, calib_num, len(scorer.calib), fraction,
-                         batch_size, prescreen, leaders, input_size, removals, removal_rate)
+                         batch_size, prescreen, leaders, input_size, removals, removal_rate, latency_batch)
     state_path = os.fspath(state_path) if state_path is not None else None
 
     saved_stats = {k: v.clone() for k, v in net.state_dict().items() if ".stats_" in k or k.startswith("stats_")}
@@ -513,6 +568,9 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
         found = state["found"]
         elapsed0 = float(state["elapsed_s"])
         cur = space.config(state["current"])
+        if latency is not None:   # keep the measurements the trajectory was built on
+            latency.cache.update({space.config(r["config"]).key: r["latency_us"] for r in trajectory
+                                  if r.get("latency_us") is not None})
         log(f"resuming at step {len(trajectory) - 1} ({format_count(trajectory[-1]['macs'])} MACs)")
 
     t0 = time.perf_counter()
@@ -520,8 +578,17 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     def cost(cfg):
         return profile(space, cfg, input_size)
 
-    def meets(c, b):
-        return (c.macs if b.kind == "macs" else c.params) <= b.value
+    def value(cfg, kind):
+        if kind == "latency":
+            return latency(cfg)
+        c = cost(cfg)
+        return c.macs if kind == "macs" else c.params
+
+    def measured(row, cfg):
+        if latency is not None:
+            row["latency_us"] = latency(cfg)
+            row["latency_ms"] = round(row["latency_us"] / 1000, 3)
+        return row
 
     def elapsed():
         return round(elapsed0 + time.perf_counter() - t0, 3)
@@ -534,9 +601,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
             atomic_write_text(state_path, json.dumps(state) + "\n")
 
     def record(row, cfg):
-        c = cost(cfg)
         for b in budgets:
-            if found[b.label] is None and meets(c, b):
+            if found[b.label] is None and value(cfg, b.kind) <= b.value:
                 found[b.label] = {"step": row["step"], "channels": dict(cfg.channels)}
 
     try:
@@ -548,7 +614,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
             row = {"step": 0, "iteration": 0, "group": None, "channels": None, "macs": c.macs, "params": c.params,
                    "top1": round(sc.top1, 4), "loss": round(sc.mean_loss, 6), "candidates": 0,
                    "elapsed_s": elapsed(), "config": dict(cur.channels)}
-            trajectory.append(row)
+            trajectory.append(measured(row, cur))
             record(row, cur)
             save_state()
             log(f"step 0: max config, {format_count(c.macs)} MACs, top-1 {sc.top1:.2f}%")
@@ -575,7 +641,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
                 ranked = sorted(range(len(cfgs)), key=lambda i: (full[i].key(), i))
             picks = [ranked[0]]
             if removals == "auto":
-                picks = _batched_picks(cur, cands, ranked, cost, [b for b in budgets if found[b.label] is None],
+                picks = _batched_picks(cur, cands, ranked, value, [b for b in budgets if found[b.label] is None],
                                        removal_rate)
             if bn != "batch":
                 scorer.drop([c.key for c in cfgs if c.key != cfgs[picks[0]].key or len(picks) > 1] + [cur.key])
@@ -589,7 +655,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
                        "macs": c.macs, "params": c.params,
                        "top1": round(sc.top1, 4) if sc else None, "loss": round(sc.mean_loss, 6) if sc else None,
                        "candidates": len(cfgs) if j == 0 else 0, "elapsed_s": elapsed(), "config": dict(cur.channels)}
-                trajectory.append(row)
+                trajectory.append(measured(row, cur))
                 record(row, cur)
             if bn != "batch" and len(picks) > 1:
                 scorer.calibrate(cur, [cur], full=True)   # the next step's prefix statistics
@@ -616,7 +682,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
 # ---------------------------------------------------------------------------------------------
 # outputs
 # ---------------------------------------------------------------------------------------------
-TRAJECTORY_FIELDS = ["step", "group", "channels", "macs", "params", "top1", "loss", "candidates", "elapsed_s", "iteration"]
+TRAJECTORY_FIELDS = ["step", "group", "channels", "macs", "params", "latency_ms", "top1", "loss", "candidates",
+                     "elapsed_s", "iteration"]
 
 
 def write_outputs(result: SearchResult, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, str]:

@@ -78,7 +78,7 @@ def test_search_meets_every_budget_with_monotone_macs(trained, data, tmp_path):
         assert json.load(open(paths[label]))["macs"] == macs(net, loaded)
     lines = open(paths["trajectory_jsonl"]).read().splitlines()
     assert len(lines) == len(traj) and json.loads(lines[-1])["step"] == traj[-1]["step"]
-    assert open(paths["trajectory_csv"]).readline().startswith("step,group,channels,macs,params,top1")
+    assert open(paths["trajectory_csv"]).readline().startswith("step,group,channels,macs,params,latency_ms,top1")
     assert os.path.getsize(paths["plot"]) > 1000
 
 
@@ -302,3 +302,46 @@ def test_calibrate_bn_accepts_a_bare_tensor_and_a_list_of_tensors(trained, data)
     for m in net.modules():
         if hasattr(m, "drop_stats"):
             m.drop_stats(key)
+
+
+def test_latency_budgets(trained, data, tmp_path, monkeypatch):
+    """Latency budgets: each row's measured latency is kept, a budget gets the first trajectory
+    config measured at or under it, and a resumed search re-measures nothing it already has.
+    The clock is replaced by a deterministic stand-in (1 ms per million MACs of the child)."""
+    import slimnet.search as search
+    calls, batches_seen = [], []
+
+    def fake_latency(model, shape, **kw):
+        assert model.is_child and not model.training and shape[1:] == (1, 16, 16)
+        calls.append(model.child_config.key)
+        batches_seen.append(shape[0])
+        return slimnet.profile(model.space, model.child_config).macs / 1e6
+
+    monkeypatch.setattr(search, "measure_latency", fake_latency)
+    _, _, hx, hy = data
+    net = trained
+    hi, lo = (slimnet.profile(net.space, c).macs / 1e6 for c in (net.space.max(), net.space.min()))
+    targets = [lo + 0.7 * (hi - lo), lo + 0.4 * (hi - lo)]
+    kw = dict(latency_ms=targets, latency_batch=2, batch_size=80, prescreen=None)
+    state = tmp_path / "state.json"
+    part = greedy_slim(net, hx, hy, state_path=state, max_steps=2, **kw)
+    assert not part.finished
+    measured = len(calls)
+    assert len(set(calls)) == measured                 # cached: no config measured twice
+    r = greedy_slim(net, hx, hy, state_path=state, resume=True, **kw)
+    assert r.finished
+    rows = r.trajectory
+    assert all(row["latency_ms"] == pytest.approx(row["macs"] / 1e6, abs=1e-3) for row in rows)
+    assert set(calls) >= {net.space.config(row["config"]).key for row in rows}
+    assert set(batches_seen) == {2}                    # latency_batch
+    # the resumed search measured only configs it had not seen (min and max again: fresh cache)
+    assert len(calls) - measured == len(rows) - len(part.trajectory) + 2
+    for t in targets:
+        b = Budget("latency", int(round(t * 1000)))
+        assert b.label == f"autoslim_latency_{b.value / 1000:g}ms"
+        first = next(row for row in rows if row["latency_us"] <= b.value)
+        assert r.configs[b.label] == net.space.config(first["config"])
+    with pytest.raises(SearchError, match="below the smallest config"):
+        greedy_slim(net, hx, hy, latency_ms=[lo / 2], latency_batch=2, batch_size=80)
+    with pytest.raises(SearchError, match="positive number of milliseconds"):
+        greedy_slim(net, hx, hy, latency_ms=[0], batch_size=80)

@@ -240,3 +240,20 @@ def test_evaluate_recalibrate_shared_bn_and_fixed_child(switchable_ckpt, tmp_pat
     assert row["name"] == "fixed" and row["macs"] == row_cal["macs"] and row["images"] == 100
     assert main(["evaluate", "--checkpoint", str(tmp_path / "fixed" / "last.pt"), "--width", "0.25"]) == 2
     assert "holds a fixed child" in capsys.readouterr().err
+
+
+def test_autoslim_latency_budget_cli(supernet_ckpt, tmp_path, capsys):
+    """--latency is measured on this device: 1 microsecond is below any config (an error naming
+    the min config's measured latency), 10 s is above the max (a warning; the max config)."""
+    assert main(["autoslim", "--checkpoint", str(supernet_ckpt), "--latency", "0.001", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "latency budget 0.001 ms is below the smallest config" in err and "measured on this device" in err
+    out = tmp_path / "lat"
+    assert main(["autoslim", "--checkpoint", str(supernet_ckpt), "--latency", "10000", "--out", str(out),
+                 "--quiet", "--no-plot", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "above the max config" in captured.err and "latency" in captured.out
+    net, _ = load_supernet(supernet_ckpt)
+    assert net.space.load(out / "autoslim_latency_10000ms.json") == net.space.max()
+    row = json.loads(open(out / "autoslim_trajectory.jsonl").readline())
+    assert row["latency_ms"] > 0

@@ -13,7 +13,7 @@ import warnings
 
 from ..checkpoint import load_supernet
 from ..profile import format_count
-from ..search import (BN_SCORING, DEFAULT_BN, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
+from ..search import (BN_SCORING, DEFAULT_BN, ChildLatency, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
                       DEFAULT_REMOVALS, SearchError, check_budgets, check_searchable, greedy_slim, make_budgets,
                       write_outputs)
 from ..utils import pick_device
@@ -28,6 +28,10 @@ def add_arguments(p):
                    help="MACs budget: 150M, 1.5G, 150e6 or 150000000")
     b.add_argument("--params", type=parse_count, action="append", default=[], metavar="N",
                    help="parameter budget, e.g. 2M")
+    b.add_argument("--latency", type=float, action="append", default=[], metavar="MS",
+                   help="latency budget in milliseconds, measured on --device: the plain child's forward pass "
+                        "at --latency-batch (median of 20 runs) after every search step")
+    b.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement (default 1)")
     s = p.add_argument_group("search")
     s.add_argument("--bn", choices=BN_SCORING, default=DEFAULT_BN,
                    help=f"BN while scoring candidates (default {DEFAULT_BN}, see bench/bench_search.py)")
@@ -58,8 +62,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    if not args.flops and not args.params:
-        raise ValueError("give at least one budget: --flops 150M (MACs) and/or --params 2M (repeatable)")
+    if not args.flops and not args.params and not args.latency:
+        raise ValueError("give at least one budget: --flops 150M (MACs), --params 2M and/or --latency 5 "
+                         "(milliseconds), each repeatable")
+    if args.latency_batch < 1:
+        raise ValueError(f"--latency-batch must be >= 1, got {args.latency_batch}")
     path = resolve_checkpoint(args)
     device = pick_device(args.device)
     net, ckpt = load_supernet(path)
@@ -68,7 +75,12 @@ def run(args) -> int:
     except SearchError as e:
         raise ValueError(f"{path}: {e}") from None
     # budgets are checked before any data is read
-    check_budgets(net.space, make_budgets(args.flops, args.params))
+    budgets = make_budgets(args.flops, args.params, args.latency)
+    latency = None
+    if args.latency:
+        net.to(device)
+        latency = ChildLatency(net, net.arch["input_size"], args.latency_batch, device)
+    check_budgets(net.space, budgets, latency=latency)
     settings = data_settings(ckpt, args, net)
     if not settings["heldout_size"]:
         raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
@@ -85,7 +97,8 @@ def run(args) -> int:
         f"device {device}, BN scoring '{args.bn}'")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = greedy_slim(net.to(device), images, labels, flops=args.flops, params=args.params, bn=args.bn,
+        result = greedy_slim(net.to(device), images, labels, flops=args.flops, params=args.params,
+                             latency_ms=args.latency, latency_batch=args.latency_batch, bn=args.bn,
                              calib_num=args.calib_images, fraction=args.fraction, batch_size=args.batch_size,
                              prescreen=args.prescreen or None, leaders=args.leaders,
                              removals=args.removals_per_step, removal_rate=args.removal_rate,
@@ -95,15 +108,18 @@ def run(args) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     paths = write_outputs(result, out, plot=not args.no_plot)
     rows = {r["step"]: r for r in result.trajectory}
-    print(f"{'budget':>22} {'MACs':>9} {'params':>9} {'held-out top-1':>15} {'step':>5}  file")
+    lat = bool(args.latency)
+    print(f"{'budget':>24} {'MACs':>9} {'params':>9}" + (f" {'latency':>10}" if lat else "") +
+          f" {'held-out top-1':>15} {'step':>5}  file")
     for b in result.budgets:
         cfg = result.configs[b.label]
         if cfg is None:
-            print(f"{b.label:>22}   (not reached yet)")
+            print(f"{b.label:>24}   (not reached yet)")
             continue
         row = next(r for r in result.trajectory if r["config"] == dict(cfg.channels))
-        print(f"{b.label:>22} {format_count(row['macs']):>9} {format_count(row['params']):>9} "
-              f"{row['top1']:>14.2f}% {row['step']:>5}  {paths.get(b.label, '')}")
+        top1 = f"{row['top1']:>14.2f}%" if row["top1"] is not None else f"{'(not scored)':>15}"
+        print(f"{b.label:>24} {format_count(row['macs']):>9} {format_count(row['params']):>9}" +
+              (f" {row['latency_ms']:>7.3f} ms" if lat else "") + f" {top1} {row['step']:>5}  {paths.get(b.label, '')}")
     print(f"trajectory: {paths['trajectory_csv']} ({len(rows)} steps)" +
           (f", plot: {paths['plot']}" if "plot" in paths else ""))
     if not result.finished:
