@@ -102,10 +102,15 @@ def tables(d: dict) -> str:
     acc, macs = d["acc"], d["macs"]
     out = []
     ind = acc.get("individual", {})
-    seeds = max((s[2] for m in acc.values() for s in m.values() if s), default=0)
+    seeds = {label: max((s[2] for s in m.values() if s), default=0) for label, m in acc.items()}
     images = next((row["images"] for recs in d["records"].values() for r in recs for row in r.get("eval", [])), 0)
-    out.append(f"Test top-1 (%) on {images:,} Fashion-MNIST test images, {seeds} seed(s)" +
-               (" (mean ± half range)." if seeds > 1 else ".") + "\n")
+    counts = sorted(set(seeds.values()))
+    if len(counts) == 1:
+        what = f"{counts[0]} seed(s)"
+    else:
+        what = "seeds: " + ", ".join(f"{label} {n}" for label, n in seeds.items())
+    out.append(f"Test top-1 (%) on {images:,} Fashion-MNIST test images; {what}" +
+               ("; with several seeds: mean ± half range." if max(counts, default=0) > 1 else ".") + "\n")
     # 1. every method at the four widths
     cols = [c for c in ("individual", "S-Net", "shared BN", "shared BN + calibration", "US-Net",
                         "US-Net, no distillation") if c in acc]
