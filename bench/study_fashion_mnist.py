@@ -212,10 +212,8 @@ class Study:
         walls = []
         with open(log_path, "a") as log:
             for label, argv in job.steps:
-                os.makedirs(os.path.dirname(argv[argv.index("--json") + 1]) if "--json" in argv else ROOT,
-                            exist_ok=True)
-                cmd = " ".join(shlex.quote(os.path.relpath(a, ROOT) if os.path.isabs(a) and a.startswith(ROOT) else a)
-                               for a in ["python"] + argv[1:])
+                # recorded relative to the repository, as one would type it there
+                cmd = " ".join(shlex.quote(a.replace(ROOT + os.sep, "")) for a in ["python"] + argv[1:])
                 log.write(f"$ {cmd}\n")
                 log.flush()
                 t0 = time.perf_counter()

@@ -161,7 +161,7 @@ def tables(d: dict) -> str:
             for w, r in _by_width(row["results"]).items():
                 per[row["images"]][w].append(r["top1"])
         ws = sorted({w for v in per.values() for w in v})
-        out.append(f"| calibration images | " + " | ".join(f"top-1 at width {w:g}" for w in ws) + " |")
+        out.append("| calibration images | " + " | ".join(f"top-1 at width {w:g}" for w in ws) + " |")
         out.append("|---|" + "---|" * len(ws))
         for n in sorted(per):
             out.append(f"| {n} | " + " | ".join(_fmt(_stat(per[n][w])) for w in ws) + " |")
