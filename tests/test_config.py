@@ -34,8 +34,18 @@ def test_shipped_configs_exist():
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: os.path.relpath(p, ROOT))
-def test_every_shipped_config_validates_and_builds(path):
-    cfg = load_config(path)
+def test_every_shipped_config_validates_and_builds(path, tmp_path):
+    overrides = []
+    if path.endswith("fmnist_autoslim_retrain.yaml"):   # a template: the study gives it a searched JSON
+        import slimnet
+        with pytest.raises(ConfigError, match="needs exactly one of model.channels"):
+            load_config(path)
+        with torch.device("meta"):
+            sup = slimnet.build("mobilenet_v2", num_classes=10, in_channels=1, input_size=28, max_width=1.5,
+                                min_width=0.2, downsample="imagenet")
+        sup.space.uniform(0.6).save(tmp_path / "searched.json")
+        overrides = [f"model.channels={tmp_path / 'searched.json'}"]
+    cfg = load_config(path, overrides)
     num_classes, in_ch, size = DATA_DIMS[cfg.data.name]
     size = cfg.data.input_size or size
     with torch.device("meta"):       # widths in range, JSONs readable, mode fits the model
