@@ -288,7 +288,7 @@ def _train_stats(run: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # costs: exported child vs plain torchvision model vs supernet
 # ---------------------------------------------------------------------------------------------
-def measure_costs(out: str, rounds: int = 7) -> None:
+def measure_costs(out: str, rounds: int = 15, repeats: int = 30) -> None:
     import torch
     import torchvision
     from slimnet.calibrate import calibrate_bn
@@ -318,14 +318,15 @@ def measure_costs(out: str, rounds: int = 7) -> None:
             times = {"child": [], "plain": [], "supernet": []}
             for _ in range(rounds):   # interleaved rounds: the machine's noise hits all three alike
                 for key, model in (("child", child), ("plain", plain), ("supernet", net)):
-                    times[key].append(measure_latency(model, (batch, 1, 28, 28), warmup=3, repeats=15))
+                    times[key].append(measure_latency(model, (batch, 1, 28, 28), warmup=3, repeats=repeats))
             med = {k: statistics.median(v) for k, v in times.items()}
             row[f"batch{batch}"] = {"ms": {k: round(v, 3) for k, v in med.items()},
                                     "child_over_plain": round(med["child"] / med["plain"], 3),
                                     "supernet_over_child": round(med["supernet"] / med["child"], 3)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    atomic_write_text(out, json.dumps({"threads": torch.get_num_threads(), "rounds": rounds, "rows": rows},
+    atomic_write_text(out, json.dumps({"threads": torch.get_num_threads(), "rounds": rounds, "repeats": repeats,
+                                       "rows": rows},
                                       indent=1) + "\n")
 
 

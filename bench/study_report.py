@@ -176,7 +176,8 @@ def tables(d: dict) -> str:
                 x = r[f"batch{b}"]
                 out.append(f"| {r['width']:g} | {_M(r['macs'])} | {b} | {x['ms']['child']:.2f} | {x['ms']['plain']:.2f} | "
                            f"{x['child_over_plain']:.3f} | {x['ms']['supernet']:.2f} | {x['supernet_over_child']:.3f} |")
-        out.append(f"\n(median of {c['rounds']} interleaved rounds, {c['threads']} thread(s))\n")
+        out.append(f"\n(per model: median over {c['rounds']} interleaved rounds of the median of "
+                   f"{c.get('repeats', 15)} timed forwards; {c['threads']} thread(s))\n")
     # 6. wall time per job
     rows = []
     for method, recs in sorted(d["records"].items()):
