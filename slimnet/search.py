@@ -82,7 +82,6 @@ class SearchError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # budgets
 # ---------------------------------------------------------------------------------------------
-BUDGET_KINDS = ("macs", "params", "latency")
 BUDGET_WHAT = {"macs": "MACs", "params": "params", "latency": "latency"}
 
 
@@ -461,7 +460,7 @@ def _settings(net, budgets, n_images, bn, calib_num, n_calib, fraction, batch_si
             "calib_images": n_calib if bn != "batch" else 0, "fraction": fraction, "batch_size": batch_size,
             "prescreen": prescreen, "leaders": leaders, "input_size": input_size, "removals": removals,
             "removal_rate": removal_rate if removals == "auto" else None,
-            **({"latency_batch": latency_batch} if any(b.kind == "latency" for b in budgets) else {})}
+            **({"latency_batch": latency_batch} if latency_batch is not None else {})}
 
 
 def _batched_picks(cur, cands, ranked, value, pending, rate) -> list[int]:
@@ -497,6 +496,7 @@ def _read_state(path):
 
 def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Sequence[int] = (),
                 params: Sequence[int] = (), latency_ms: Sequence[float] = (), latency_batch: int = 1,
+                latency: ChildLatency | None = None,
                 bn: str = DEFAULT_BN, calib_images: torch.Tensor | None = None,
                 calib_num: int | None = None, fraction: float = 1 / 12, batch_size: int = 500,
                 prescreen: int | None = DEFAULT_PRESCREEN, leaders: int = DEFAULT_LEADERS,
@@ -513,6 +513,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
             trajectory at or under it.
         latency_ms, latency_batch: latency budgets (milliseconds) measured on ``device`` at this
             batch size (see the module docstring).
+        latency: a :class:`ChildLatency` to reuse (its measurements and its batch size) instead of
+            a new one, e.g. the one a caller checked the budgets with.
         bn: BN handling while scoring: ``"batch"`` | ``"recalibrate"`` | ``"subset"``.
         calib_images / calib_num: images for BN statistics (default: the held-out images; 2000
             for ``"recalibrate"``, 500 for ``"subset"``).
@@ -536,7 +538,10 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     input_size = int(input_size or space.arch["input_size"])
     budgets = make_budgets(flops, params, latency_ms)
     device = torch.device(device) if device is not None else next(net.parameters()).device
-    latency = ChildLatency(net, input_size, latency_batch, device) if any(b.kind == "latency" for b in budgets) else None
+    if not any(b.kind == "latency" for b in budgets):
+        latency = None
+    elif latency is None:
+        latency = ChildLatency(net, input_size, latency_batch, device)
     notes = check_budgets(space, budgets, input_size, latency)
     for note in notes:
         warnings.warn(note)
@@ -551,7 +556,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     scorer = CandidateScorer(net, images, labels, bn=bn, calib=calib_images, calib_num=calib_num,
                              batch_size=batch_size, device=device, reuse_prefix=reuse_prefix)
     settings = _settings(net, budgets, len(scorer.images), bn, calib_num, len(scorer.calib), fraction,
-                         batch_size, prescreen, leaders, input_size, removals, removal_rate, latency_batch)
+                         batch_size, prescreen, leaders, input_size, removals, removal_rate,
+                         latency.batch if latency is not None else None)
     state_path = os.fspath(state_path) if state_path is not None else None
 
     saved_stats = {k: v.clone() for k, v in net.state_dict().items() if ".stats_" in k or k.startswith("stats_")}
@@ -575,8 +581,12 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
 
     t0 = time.perf_counter()
 
-    def cost(cfg):
-        return profile(space, cfg, input_size)
+    costs: dict[str, object] = {}
+
+    def cost(cfg):   # every budget check, batched pick and trajectory row asks: compute once per config
+        if cfg.key not in costs:
+            costs[cfg.key] = profile(space, cfg, input_size)
+        return costs[cfg.key]
 
     def value(cfg, kind):
         if kind == "latency":

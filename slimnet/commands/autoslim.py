@@ -98,7 +98,7 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = greedy_slim(net.to(device), images, labels, flops=args.flops, params=args.params,
-                             latency_ms=args.latency, latency_batch=args.latency_batch, bn=args.bn,
+                             latency_ms=args.latency, latency=latency, bn=args.bn,
                              calib_num=args.calib_images, fraction=args.fraction, batch_size=args.batch_size,
                              prescreen=args.prescreen or None, leaders=args.leaders,
                              removals=args.removals_per_step, removal_rate=args.removal_rate,
