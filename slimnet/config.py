@@ -244,6 +244,9 @@ def _type_name(tp) -> str:
     return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+_PLAIN = {dict: "a mapping", bool: "true or false", str: "a string"}   # schema types checked by isinstance alone
+
+
 def _convert(value, tp, key: str):
     """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
     origin = typing.get_origin(tp)
@@ -265,14 +268,10 @@ def _convert(value, tp, key: str):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         (inner,) = typing.get_args(tp)
         return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
+    if tp in _PLAIN:
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected {_PLAIN[tp]}, got {value!r}")
+        return dict(value) if tp is dict else value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -287,10 +286,6 @@ def _convert(value, tp, key: str):
                     pass
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
     raise TypeError(f"unsupported schema type {tp} for {key}")  # pragma: no cover
 
 
