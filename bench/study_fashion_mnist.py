@@ -42,9 +42,9 @@ from typing import Callable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0:1] = [ROOT, os.path.dirname(os.path.abspath(__file__))]   # slimnet and bench/study_report
 from slimnet.utils import atomic_write_text  # noqa: E402
+from study_report import WIDTHS, write_report  # noqa: E402  (bench/study_report.py)
 
 PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "costs")
-WIDTHS = (1.0, 0.75, 0.5, 0.35)
 US_WIDTHS = "0.35:1.0:0.05"
 CALIB_COUNTS = (250, 500, 1000, 2000, 4000, 8000)
 CALIB_DRAWS = 3             # random draws of calibration images (counts <= 2000; one draw above)
@@ -371,7 +371,6 @@ def main(argv=None) -> int:
                 closure[j.name] = j
                 todo += [by_name[d] for d in j.deps]
         rc = study.run([j for j in jobs if j.name in closure])
-    from study_report import write_report   # bench/study_report.py
     write_report(args.results, args.report_md, args.report_png)
     return rc
 

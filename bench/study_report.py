@@ -8,7 +8,7 @@ import os
 import statistics
 from collections import defaultdict
 
-WIDTHS = (1.0, 0.75, 0.5, 0.35)
+WIDTHS = (1.0, 0.75, 0.5, 0.35)   # the study's uniform widths (bench/study_fashion_mnist.py uses these)
 
 
 def _load(results_dir: str) -> dict[str, list[dict]]:
