@@ -72,7 +72,9 @@ class DataConfig:
     test_subset: Optional[int] = None
     batch_size: int = 128                 # per process and per step (split into train.accum_steps)
     eval_batch_size: Optional[int] = None  # default: batch_size
-    workers: int = 2
+    workers: int = 2                      # per-sample loading processes (image folders)
+    in_memory: Optional[bool] = None      # pixels on the device, batch augmentation; default: when
+                                          # the dataset is one tensor (fashion_mnist, cifar10/100)
 
 
 @dataclass

@@ -34,11 +34,14 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .batch_transforms import BatchTransform
+
 __all__ = [
     "DATASETS",
     "DataBundle",
     "ImageView",
     "TensorImages",
+    "build_batch_transforms",
     "build_data",
     "build_transforms",
     "canonical_name",
@@ -153,6 +156,9 @@ class DataBundle:
     num_classes: int
     in_channels: int
     input_size: int
+    # (train, eval) transforms of whole batches when every split is a uint8 tensor in memory
+    # (Fashion-MNIST, CIFAR): the training loaders then keep the pixels on the device.
+    batch_transforms: tuple[BatchTransform, BatchTransform] | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -370,6 +376,21 @@ def build_transforms(name: str, input_size: int, augment: str = "default") -> tu
     return train_tf, eval_tf
 
 
+def build_batch_transforms(name: str, input_size: int, augment: str = "default") -> tuple[BatchTransform,
+                                                                                          BatchTransform]:
+    """(train, eval) :class:`BatchTransform` with the distributions of :func:`build_transforms`, for
+    the datasets held in memory as uint8 tensors (Fashion-MNIST, CIFAR)."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}; valid: {', '.join(AUGMENTS)}")
+    if name not in _CROP_PADDING:
+        raise ValueError(f"{name}: batch transforms exist for the in-memory datasets "
+                         f"({', '.join(_CROP_PADDING)}), not for image folders")
+    mean, std = _STATS[name]
+    evaluation = BatchTransform(mean, std, input_size)
+    train = evaluation if augment == "none" else BatchTransform(mean, std, input_size, _CROP_PADDING[name], True)
+    return train, evaluation
+
+
 # --------------------------------------------------------------------------- #
 # Splits
 # --------------------------------------------------------------------------- #
@@ -466,8 +487,10 @@ def build_data(name: str, root: str | None = None, *, input_size: int | None = N
     calib_idx = heldout.indices if heldout is not None else train_idx
     calib = ImageView(train_base, calib_idx, train_tf)
     test = ImageView(test_base, test_idx, eval_tf)
+    batch_tfs = build_batch_transforms(key, size, augment) if isinstance(train_base, TensorImages) else None
     return DataBundle(train=train, heldout=heldout, calib=calib, test=test,
-                      num_classes=len(train_base.classes), in_channels=in_channels, input_size=size)
+                      num_classes=len(train_base.classes), in_channels=in_channels, input_size=size,
+                      batch_transforms=batch_tfs)
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 2, distributed: bool = False,

@@ -59,12 +59,12 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .calibrate import calibrate_bn
 from .checkpoint import load_checkpoint, model_spec, save_checkpoint
 from .config import Config, ConfigError, flatten, to_yaml
-from .data import build_data, make_loader
+from .data import build_data
+from .loaders import Loaders, build_loaders, mix
 from .losses import cross_entropy, distill_loss
 from .metrics import evaluate, summarize
 from .models import build
@@ -321,120 +321,6 @@ def lr_factor(step: int, o, epochs: int, steps_per_epoch: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-def _mix(*parts: int) -> int:
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-class SeededItems(Dataset):
-    """Dataset wrapper whose keys are ``(index, seed)``: the item's transform runs under its own
-    RNG seed, so augmentation is a function of the sample and epoch, not of worker RNG state."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
-class FixedSeedView(Dataset):
-    """Some indices of a dataset, each with a fixed augmentation seed (the calibration images)."""
-
-    def __init__(self, dataset: Dataset, indices, seed: int):
-        self.dataset, self.indices, self.seed = dataset, list(indices), seed
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed, i))
-            return self.dataset[self.indices[i]]
-
-
-class EpochSampler(Sampler):
-    """This rank's (index, seed) keys for one epoch.
-
-    The order is a permutation seeded by (seed, epoch), sharded rank::world like
-    ``DistributedSampler`` and cut to whole batches; ``set_epoch(epoch, start_batch)`` also skips
-    the batches a resumed run has already done. A single process taking every k-th sample of its
-    batch (``accum_steps=k``) sees exactly the per-rank batches of k DDP ranks.
-    """
-
-    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
-        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
-        self.epoch, self.start_batch = 0, 0
-        self.batches_per_epoch = (n // world) // batch_size
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-        perm = torch.randperm(self.n, generator=g)
-        per_rank = self.n // self.world
-        mine = perm[self.rank: per_rank * self.world: self.world]
-        mine = mine[self.start_batch * self.batch_size: self.batches_per_epoch * self.batch_size]
-        for idx in mine.tolist():
-            yield idx, _mix(self.seed, self.epoch, idx)
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch_size
-
-
-@dataclass
-class Loaders:
-    train: DataLoader
-    sampler: EpochSampler
-    eval: DataLoader
-    calib: DataLoader | None
-    eval_images: int
-
-
-def build_loaders(cfg: Config, bundle, dist: DistInfo, device: torch.device, need_calib: bool) -> Loaders:
-    d = cfg.data
-    n = len(bundle.train)
-    per_rank = n // dist.world
-    if d.batch_size > per_rank:
-        where = f"per process ({n} images over {dist.world} processes)" if dist.enabled else "in the training set"
-        raise ConfigError(f"data.batch_size: {d.batch_size} is larger than the {per_rank} images {where}; "
-                          "use a smaller batch size (or more data: data.subset)")
-    sampler = EpochSampler(n, d.batch_size, dist.world, dist.rank, cfg.experiment.seed)
-    pin = device.type == "cuda"
-    train = DataLoader(SeededItems(bundle.train), batch_size=d.batch_size, sampler=sampler, drop_last=True,
-                       num_workers=d.workers, pin_memory=pin, persistent_workers=d.workers > 0)
-    eval_set = bundle.heldout if cfg.eval.split == "heldout" else bundle.test
-    total = len(eval_set)
-    if cfg.eval.max_images is not None:
-        total = min(total, cfg.eval.max_images)
-        eval_set = Subset(eval_set, range(total))
-    if dist.enabled:   # exact shards, no padding duplicates: metrics are all-reduced sums
-        eval_set = Subset(eval_set, range(dist.rank, total, dist.world))
-    ebs = d.eval_batch_size or d.batch_size
-    eval_loader = make_loader(eval_set, ebs, train=False, workers=d.workers, device=device)
-    calib = None
-    if need_calib:
-        # The same calibration images on every rank, each with a fixed augmentation seed:
-        # identical statistics everywhere, the same every epoch.
-        k = min(cfg.eval.calib_images, len(bundle.calib))
-        g = torch.Generator().manual_seed(_mix(cfg.experiment.seed, 7))
-        idx = torch.randperm(len(bundle.calib), generator=g)[:k].tolist()
-        calib = make_loader(FixedSeedView(bundle.calib, idx, cfg.experiment.seed), ebs, train=False,
-                            workers=d.workers, device=device)
-    return Loaders(train, sampler, eval_loader, calib, total)
-
-
-# --------------------------------------------------------------------------------------------
 # Checkpoint helpers
 # --------------------------------------------------------------------------------------------
 def _rng_state() -> dict:
@@ -551,7 +437,7 @@ def _evaluate_all(raw, plan: TrainPlan, loaders: Loaders, cfg: Config, device, d
             r = evaluate(raw, loaders.eval, device)
         sums = torch.tensor([r["correct1"], r["correct5"], r["loss_sum"], r["images"]], dtype=torch.float64,
                             device=device)
-        sums[3] = float(len(loaders.eval.dataset))     # exact count (summarize() floors it at 1)
+        sums[3] = float(loaders.eval_images_rank)     # exact count (summarize() floors it at 1)
         sums = _all_reduce_sum(sums, dist).tolist()
         s = summarize(*sums)
         out[label] = {"top1": s["top1"], "top5": s["top5"], "loss": s["loss"],
@@ -650,7 +536,7 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
     torch.manual_seed(cfg.experiment.seed)
     raw, plan = build_model(cfg, bundle.num_classes, bundle.in_channels, bundle.input_size)
     best_label = _best_label(plan, cfg)
-    loaders = build_loaders(cfg, bundle, dist, device, need_calib=plan.calibrate)
+    loaders = build_loaders(cfg, bundle, device, plan.calibrate, dist.rank, dist.world)
     steps_per_epoch = loaders.sampler.batches_per_epoch
     widths = WidthSampler(raw, plan, cfg)
 
@@ -760,7 +646,7 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
             targets = targets.to(device, non_blocking=True)
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            torch.manual_seed(_mix(cfg.experiment.seed, step, dist.rank))    # dropout etc.
+            torch.manual_seed(mix(cfg.experiment.seed, step, dist.rank))    # dropout etc.
             configs = widths.configs(step)
             losses = train_step(model, raw, configs, images, targets, cfg, scaler, autocast, step, ddp, ghost_params)
             values = (_all_reduce_sum(losses, dist) / dist.world).tolist()

@@ -25,24 +25,25 @@ def data_root(tmp_path_factory):
     return write_noise_fashion(str(tmp_path_factory.mktemp("fm")), n_train=32, n_test=16, seed=1)
 
 
-def overrides(out, root):
-    return [f"experiment.output_dir={out}", "experiment.name=resume", "experiment.device=cpu",
+def overrides(out, root, in_memory):
+    return [f"data.in_memory={in_memory}", f"experiment.output_dir={out}", "experiment.name=resume", "experiment.device=cpu",
             "model.name=resnet20", "model.max_width=0.5", "model.min_width=0.25", f"data.root={root}",
             "data.batch_size=8", "data.workers=0", "data.augment=default", "train.mode=universal",
             "train.num_random=1", "train.epochs=2", "train.checkpoint_every=2", "optim.lr=0.05",
             "optim.warmup_epochs=0.5", "eval.calib_images=16"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, data_root):
+@pytest.mark.parametrize("in_memory", ["true", "false"])   # batch transforms on the device / per sample
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, data_root, in_memory):
     # 1. uninterrupted reference (2 epochs x 4 steps)
-    ref = train(load_config(None, overrides(tmp_path / "ref", data_root)), quiet=True)["model"].state_dict()
+    ref = train(load_config(None, overrides(tmp_path / "ref", data_root, in_memory)), quiet=True)["model"].state_dict()
 
     # 2. the same run in a subprocess, slowed down, SIGKILLed once the step-2 checkpoint exists
     out = tmp_path / "crash"
     script = ("import sys, torch; torch.set_num_threads(1); from slimnet.config import load_config; "
               "from slimnet.train import train; train(load_config(None, sys.argv[1:]), quiet=True)")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-c", script, *overrides(out, data_root), "train.debug_step_delay=0.7"],
+    proc = subprocess.Popen([sys.executable, "-c", script, *overrides(out, data_root, in_memory), "train.debug_step_delay=0.7"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     last, killed_at = out / "last.pt", None
     deadline = time.time() + 120
@@ -69,7 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, data_root):
     assert not [f for f in os.listdir(out) if ".tmp" in f] or True   # a temp file may remain; never last.pt
 
     # 3. resume (automatically, last.pt exists) and finish
-    resumed = train(load_config(None, overrides(out, data_root)), quiet=True)
+    resumed = train(load_config(None, overrides(out, data_root, in_memory)), quiet=True)
     assert resumed["step"] == 8
     state = resumed["model"].state_dict()
     assert state.keys() == ref.keys()

@@ -8,6 +8,11 @@ w <= 1). Small inputs (< 128 px) use stride 1 in the stem and in the 24-channel 
 32x32 image ends at 4x4 (28x28 at 4x4). ``downsample="imagenet"`` keeps torchvision's strides at
 any input size (28x28 then ends at 1x1 with 1/16 of the MACs: a small, fast model for CPU
 studies); ``"small"`` forces the small-input strides; ``"auto"`` (default) picks by input size.
+
+Dropout before the classifier defaults to 0, as in the S-/US-Nets reference models: with inplace
+distillation a dropped-out teacher hands noisy targets to every other width. torchvision's
+``mobilenet_v2`` trains with ``dropout=0.2`` (``model.kwargs: {dropout: 0.2}``); in eval mode the two
+are the same network.
 """
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ class MobileNetV2(SlimNet):
         groups.append(_group("last", LAST, max_width, min_width, keep_base=True))
         return groups
 
-    def build(self, L, num_classes, in_channels, input_size, dropout=0.2, downsample="auto", **_):
+    def build(self, L, num_classes, in_channels, input_size, dropout=0.0, downsample="auto", **_):
         if downsample not in ("auto", "imagenet", "small"):
             raise ValueError(f"downsample must be 'auto', 'imagenet' or 'small', got {downsample!r}")
         small = small_input(input_size) if downsample == "auto" else downsample == "small"

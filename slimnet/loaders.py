@@ -1,0 +1,234 @@
+"""Seeded sampling and the training engine's loaders.
+
+Everything random about the data is a function of (seed, epoch, index): the order of an epoch is a
+permutation seeded by (seed, epoch), and each sample's augmentation is drawn under a seed of
+(seed, epoch, index). A run resumed mid-epoch therefore sees exactly the batches an uninterrupted
+run would, with any number of workers.
+
+Two paths deliver the same distributions:
+
+* **in memory** (default for Fashion-MNIST and CIFAR, ``data.in_memory``): the split's uint8
+  pixels are copied once to the training device and every batch is gathered, cropped, flipped and
+  normalized there with tensor ops (``slimnet.batch_transforms``). No per-sample Python work, so
+  the data never holds back the network.
+* **per sample** (image folders / ImageNet, or ``data.in_memory: false``): a ``DataLoader`` over
+  the v2 transforms, ``data.workers`` processes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from .batch_transforms import BatchTransform, CropFlip
+from .config import Config, ConfigError
+from .data import DataBundle, ImageView, make_loader
+
+__all__ = ["EpochSampler", "FixedSeedView", "Loaders", "MemoryBatches", "MemoryEpochs", "SeededItems",
+           "build_loaders", "mix"]
+
+
+def mix(*parts: int) -> int:
+    """A 63-bit seed from several integers (order matters)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+# --------------------------------------------------------------------------------------------
+# Order
+# --------------------------------------------------------------------------------------------
+class EpochSampler(Sampler):
+    """This rank's (index, seed) keys for one epoch.
+
+    The order is a permutation seeded by (seed, epoch), sharded rank::world like
+    ``DistributedSampler`` and cut to whole batches; ``set_epoch(epoch, start_batch)`` also skips
+    the batches a resumed run has already done. A single process taking every k-th sample of its
+    batch (``accum_steps=k``) sees exactly the per-rank batches of k DDP ranks.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
+        self.epoch, self.start_batch = 0, 0
+        self.batches_per_epoch = (n // world) // batch_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def positions(self) -> torch.Tensor:
+        """The dataset positions this rank still visits this epoch, in order."""
+        g = torch.Generator().manual_seed(mix(self.seed, self.epoch))
+        perm = torch.randperm(self.n, generator=g)
+        per_rank = self.n // self.world
+        mine = perm[self.rank: per_rank * self.world: self.world]
+        return mine[self.start_batch * self.batch_size: self.batches_per_epoch * self.batch_size]
+
+    def __iter__(self):
+        for idx in self.positions().tolist():
+            yield idx, mix(self.seed, self.epoch, idx)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample path
+# --------------------------------------------------------------------------------------------
+class SeededItems(Dataset):
+    """Dataset wrapper whose keys are ``(index, seed)``: the item's transform runs under its own
+    RNG seed, so augmentation is a function of the sample and epoch, not of worker RNG state."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class FixedSeedView(Dataset):
+    """Some indices of a dataset, each with a fixed augmentation seed (the calibration images)."""
+
+    def __init__(self, dataset: Dataset, indices, seed: int):
+        self.dataset, self.indices, self.seed = dataset, list(indices), seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix(self.seed, i))
+            return self.dataset[self.indices[i]]
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory path
+# --------------------------------------------------------------------------------------------
+def _pixels(view: ImageView, positions: torch.Tensor | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and labels of ``view`` (at ``positions``, or all) copied once to ``device``."""
+    indices = view.indices if positions is None else view.indices[positions]
+    return view.base.images[indices].to(device), view.base.targets[indices].to(device)
+
+
+class MemoryEpochs:
+    """Training batches of a split held on the device, in the order of an :class:`EpochSampler`.
+
+    The augmentation of an epoch is drawn for every position at once from a generator seeded by
+    (seed, epoch), so sample ``i`` of epoch ``e`` is augmented the same way whichever batch (or
+    resumed run) it falls in."""
+
+    def __init__(self, view: ImageView, transform: BatchTransform, sampler: EpochSampler, device):
+        self.images, self.targets = _pixels(view, None, device)
+        self.transform, self.sampler, self.batch_size = transform, sampler, sampler.batch_size
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch - self.sampler.start_batch
+
+    def __iter__(self):
+        s = self.sampler
+        order = s.positions().to(self.images.device)
+        params = None
+        if self.transform.random:
+            g = torch.Generator().manual_seed(mix(s.seed, s.epoch, 0x5EED))
+            params = CropFlip.draw(s.n, self.transform.padding, g).to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start: start + self.batch_size]
+            yield self.transform(self.images[idx], params[idx] if params is not None else None), self.targets[idx]
+
+
+class MemoryBatches:
+    """Fixed batches of a split held on the device (evaluation; calibration with a fixed draw of
+    augmentation per image when ``seed`` is given)."""
+
+    def __init__(self, view: ImageView, transform: BatchTransform, batch_size: int, device,
+                 positions: torch.Tensor | None = None, seed: int | None = None):
+        self.images, self.targets = _pixels(view, positions, device)
+        self.transform, self.batch_size = transform, batch_size
+        self.params = None
+        if transform.random:
+            if seed is None:
+                raise ValueError("a random transform needs a seed for its fixed per-image draw")
+            g = torch.Generator().manual_seed(mix(seed, 0xCA1B))
+            self.params = CropFlip.draw(len(self.images), transform.padding, g).to(self.images.device)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.images), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            params = self.params[sl] if self.params is not None else None
+            yield self.transform(self.images[sl], params), self.targets[sl]
+
+
+# --------------------------------------------------------------------------------------------
+# The engine's loaders
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Loaders:
+    train: DataLoader | MemoryEpochs
+    sampler: EpochSampler
+    eval: DataLoader | MemoryBatches
+    calib: DataLoader | MemoryBatches | None
+    eval_images: int            # evaluation images in all (every rank)
+    eval_images_rank: int       # this rank's share
+
+
+def _in_memory(cfg: Config, bundle: DataBundle) -> bool:
+    want = cfg.data.in_memory
+    if want and bundle.batch_transforms is None:
+        raise ConfigError(f"data.in_memory: true needs a dataset held as one tensor (fashion_mnist, cifar10, "
+                          f"cifar100); {cfg.data.name} is read image by image (use data.workers instead)")
+    return bundle.batch_transforms is not None if want is None else bool(want)
+
+
+def calibration_positions(n: int, count: int, seed: int) -> torch.Tensor:
+    """Which ``count`` of ``n`` calibration-split images calibrate BN: a draw seeded by ``seed``."""
+    g = torch.Generator().manual_seed(mix(seed, 7))
+    return torch.randperm(n, generator=g)[:min(count, n)]
+
+
+def build_loaders(cfg: Config, bundle: DataBundle, device: torch.device, need_calib: bool,
+                  rank: int = 0, world: int = 1) -> Loaders:
+    d = cfg.data
+    n = len(bundle.train)
+    per_rank = n // world
+    if d.batch_size > per_rank:
+        where = f"per process ({n} images over {world} processes)" if world > 1 else "in the training set"
+        raise ConfigError(f"data.batch_size: {d.batch_size} is larger than the {per_rank} images {where}; "
+                          "use a smaller batch size (or more data: data.subset)")
+    sampler = EpochSampler(n, d.batch_size, world, rank, cfg.experiment.seed)
+    eval_view = bundle.heldout if cfg.eval.split == "heldout" else bundle.test
+    total = len(eval_view)
+    if cfg.eval.max_images is not None:
+        total = min(total, cfg.eval.max_images)
+    mine = torch.arange(rank, total, world)   # exact shards, no padding duplicates: metrics are summed
+    ebs = d.eval_batch_size or d.batch_size
+    calib_idx = calibration_positions(len(bundle.calib), cfg.eval.calib_images, cfg.experiment.seed)
+    # The same calibration images on every rank, each with a fixed augmentation draw: identical
+    # statistics everywhere, the same every epoch.
+    if _in_memory(cfg, bundle):
+        train_tf, eval_tf = bundle.batch_transforms
+        train = MemoryEpochs(bundle.train, train_tf, sampler, device)
+        evaluation = MemoryBatches(eval_view, eval_tf, ebs, device, positions=mine)
+        calib = (MemoryBatches(bundle.calib, train_tf, ebs, device, positions=calib_idx, seed=cfg.experiment.seed)
+                 if need_calib else None)
+    else:
+        pin = device.type == "cuda"
+        train = DataLoader(SeededItems(bundle.train), batch_size=d.batch_size, sampler=sampler, drop_last=True,
+                           num_workers=d.workers, pin_memory=pin, persistent_workers=d.workers > 0)
+        evaluation = make_loader(Subset(eval_view, mine.tolist()), ebs, train=False, workers=d.workers, device=device)
+        calib = (make_loader(FixedSeedView(bundle.calib, calib_idx.tolist(), cfg.experiment.seed), ebs, train=False,
+                             workers=d.workers, device=device) if need_calib else None)
+    return Loaders(train, sampler, evaluation, calib, total, len(mine))
