@@ -281,8 +281,12 @@ def _read_json(path: str) -> dict:
 
 def _train_stats(run: str) -> dict:
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    top1: dict[str, list] = {}
+    for r in rows:                       # test top-1 of every evaluated width after each epoch
+        for label, res in (r.get("eval") or {}).items():
+            top1.setdefault(label, []).append(res["top1"])
     return {"epochs": len(rows), "images_per_s": [round(r["images_per_s"], 1) for r in rows],
-            "final_train_loss": rows[-1]["train_loss"]}
+            "final_train_loss": rows[-1]["train_loss"], "top1_per_epoch": top1}
 
 
 # ---------------------------------------------------------------------------------------------

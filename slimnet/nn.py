@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops import depthwise_conv2d
+
 ChannelRef = Union[int, str, tuple]
 
 
@@ -82,6 +84,8 @@ class SlimConv2d(nn.Conv2d, SlimModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.sliced()
+        if self.depthwise:
+            return depthwise_conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.active_groups)
 
     def export_to(self, child: nn.Conv2d) -> None:

@@ -69,6 +69,7 @@ from .losses import cross_entropy, distill_loss
 from .metrics import evaluate, summarize
 from .models import build
 from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d
+from .ops import use_fast_depthwise_
 from .profile import profile
 from .space import read_channel_json
 from .utils import atomic_write_text, pick_device
@@ -535,6 +536,8 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
                         augment=d.augment, subset=d.subset, test_subset=d.test_subset)
     torch.manual_seed(cfg.experiment.seed)
     raw, plan = build_model(cfg, bundle.num_classes, bundle.in_channels, bundle.input_size)
+    if raw.is_child:   # a plain child's depthwise convs train with slimnet's faster kernel (same state dict)
+        use_fast_depthwise_(raw)
     best_label = _best_label(plan, cfg)
     loaders = build_loaders(cfg, bundle, device, plan.calibrate, dist.rank, dist.world)
     steps_per_epoch = loaders.sampler.batches_per_epoch
