@@ -282,11 +282,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, noise_data):
 # ---------------------------------------------------------------------------------------------
 # benchmark smoke test
 # ---------------------------------------------------------------------------------------------
-def test_bench_train_quick(tmp_path):
+def test_bench_train_quick(tmp_path, noise_data):
     out = tmp_path / "bench.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_train.py"), "--quick",
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+                           "--override", f"data.root={noise_data}", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["ratio"] > 0 and "| " in proc.stdout
+    assert result["overhead"]["ratio"] > 0 and "| " in proc.stdout
+    assert set(result["pipeline"]) == {"fixed", "switchable", "universal", "autoslim"}
+    assert all(r["ratio"] > 0 for r in result["pipeline"].values()) and result["speedup"]["ratio"] > 0
