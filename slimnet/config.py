@@ -108,6 +108,8 @@ class TrainConfig:
     temperature: float = 1.0
     distill_weight: float = 1.0
     hard_label_weight: float = 0.0        # extra hard-label term for the distilled widths
+    distill_warmup_epochs: float = 0.0    # students blend linearly from the hard-label loss to
+                                          # distillation over this many epochs (0: the papers')
     label_smoothing: float = 0.0          # on the hard-label losses
     alpha_min: float = -1.0               # alpha-divergence options (distill: alpha)
     alpha_max: float = 1.0
@@ -435,6 +437,8 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _check(t.temperature > 0, "train.temperature", f"must be > 0, got {t.temperature}")
     _check(t.distill_weight >= 0 and t.hard_label_weight >= 0, "train.distill_weight",
            "distill_weight and hard_label_weight must be >= 0")
+    _check(t.distill_warmup_epochs >= 0, "train.distill_warmup_epochs",
+           f"must be >= 0 (0: distill from the first step), got {t.distill_warmup_epochs}")
     _check(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     _check(t.alpha_min <= t.alpha_max, "train.alpha_min", "must be <= train.alpha_max")
     _check(t.alpha_clip > 1, "train.alpha_clip", "must be > 1")

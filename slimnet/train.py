@@ -374,21 +374,33 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def width_loss(cfg: Config, index: int, logits, targets, teacher):
+def width_loss(cfg: Config, index: int, logits, targets, teacher, distill_ramp: float = 1.0):
     """Hard-label loss for the teacher (index 0) and when distillation is off; otherwise inplace
-    distillation from the teacher's detached logits (plus an optional weighted hard-label term)."""
+    distillation from the teacher's detached logits (plus an optional weighted hard-label term).
+    ``distill_ramp`` < 1 (``train.distill_warmup_epochs``) blends the student's hard-label loss
+    in: ``ramp * distillation + (1 - ramp) * hard labels``."""
     t = cfg.train
     if index == 0 or teacher is None:
         return cross_entropy(logits, targets, t.label_smoothing)
     kw = {"alpha_min": t.alpha_min, "alpha_max": t.alpha_max, "clip": t.alpha_clip} if t.distill == "alpha" else {}
     loss = t.distill_weight * distill_loss(t.distill, logits, teacher, t.temperature, **kw)
-    if t.hard_label_weight:
-        loss = loss + t.hard_label_weight * cross_entropy(logits, targets, t.label_smoothing)
+    hard = t.hard_label_weight + (1.0 - distill_ramp)
+    if distill_ramp < 1.0:
+        loss = distill_ramp * loss
+    if hard:
+        loss = loss + hard * cross_entropy(logits, targets, t.label_smoothing)
     return loss
 
 
+def distill_ramp(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
+    """Weight of distillation in the students' loss at ``step`` (1 once the warm-up is over)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, step / (warmup_epochs * steps_per_epoch))
+
+
 def train_step(model, raw, configs, images, targets, cfg: Config, scaler, autocast, step: int, ddp: bool,
-               ghost_params=()):
+               ghost_params=(), ramp: float = 1.0):
     """Forward + backward of every width of one step (gradients accumulate; no optimizer step).
     Returns the per-width mean losses as one detached float32 tensor.
 
@@ -413,7 +425,7 @@ def train_step(model, raw, configs, images, targets, cfg: Config, scaler, autoca
             with sync:
                 with autocast:
                     logits = model(x)
-                loss = width_loss(cfg, j, logits, y, teacher)
+                loss = width_loss(cfg, j, logits, y, teacher, ramp)
                 if cfg.train.debug_nan_at_step == step and j == len(configs) - 1:
                     loss = loss * float("nan")
                 backward_loss = loss / k
@@ -651,7 +663,8 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
                 images = images.contiguous(memory_format=torch.channels_last)
             torch.manual_seed(mix(cfg.experiment.seed, step, dist.rank))    # dropout etc.
             configs = widths.configs(step)
-            losses = train_step(model, raw, configs, images, targets, cfg, scaler, autocast, step, ddp, ghost_params)
+            losses = train_step(model, raw, configs, images, targets, cfg, scaler, autocast, step, ddp, ghost_params,
+                                ramp=distill_ramp(step, steps_per_epoch, t.distill_warmup_epochs))
             values = (_all_reduce_sum(losses, dist) / dist.world).tolist()
             for (label, c), v in zip(configs, values):
                 if not math.isfinite(v):

@@ -14,7 +14,7 @@ from helpers import write_noise_fashion
 import slimnet
 from slimnet.checkpoint import load_checkpoint, load_supernet
 from slimnet.config import ConfigError, load_config
-from slimnet.train import (TrainingDiverged, WidthSampler, build_model, lr_factor, param_groups, train,
+from slimnet.train import (TrainingDiverged, WidthSampler, build_model, distill_ramp, lr_factor, param_groups, train,
                            width_loss)
 
 torch.set_num_threads(1)   # tiny models: threads only add contention on a shared CPU
@@ -187,8 +187,15 @@ def test_width_loss_hard_labels_and_distillation():
     assert torch.allclose(width_loss(cfg, 0, s, y, None), ce)                # the max width: labels
     soft = -(torch.softmax(t, 1) * torch.log_softmax(s, 1)).sum(1).mean()
     assert torch.allclose(width_loss(cfg, 1, s, y, t), soft, atol=1e-6)      # inplace distillation
+    # distillation warm-up: the student's loss blends from the labels (ramp 0) to the teacher (ramp 1)
+    assert torch.allclose(width_loss(cfg, 1, s, y, t, distill_ramp=0.0), ce, atol=1e-6)
+    assert torch.allclose(width_loss(cfg, 1, s, y, t, distill_ramp=0.25), 0.25 * soft + 0.75 * ce, atol=1e-6)
+    assert torch.allclose(width_loss(cfg, 0, s, y, t, distill_ramp=0.0), ce)   # the teacher: labels always
+    assert [distill_ramp(k, 10, 2.0) for k in (0, 5, 10, 20, 30)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert distill_ramp(0, 10, 0.0) == 1.0                                     # the papers' recipe
     cfg.train.hard_label_weight = 0.5
     assert torch.allclose(width_loss(cfg, 1, s, y, t), soft + 0.5 * ce, atol=1e-6)
+    assert torch.allclose(width_loss(cfg, 1, s, y, t, distill_ramp=0.5), 0.5 * soft + 1.0 * ce, atol=1e-6)
     cfg.train.distill = "none"                                                 # ablation: all on labels
     cfg.train.label_smoothing = 0.1
     sm = torch.nn.functional.cross_entropy(s, y, label_smoothing=0.1)
