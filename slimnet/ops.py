@@ -7,7 +7,7 @@ inputs with ImageNet strides end at such maps, in their widest layers, where thi
 about two thirds of a whole training step. For outputs of at most :data:`TAP_MAX_POSITIONS`
 positions, :func:`depthwise_conv2d` computes the weight gradient as one reduction per kernel tap
 (``sum over n, y, x of go * x_shifted``) instead, and the input gradient with PyTorch's own
-kernel; bench/bench_ops.py (``--parts depthwise``) measures both. Everywhere else (larger maps,
+kernel; ``python bench/bench_ops.py --parts depthwise`` measures both. Everywhere else (larger maps,
 CUDA, no gradient, scripting or tracing) it is ``F.conv2d``: the outputs are the same numbers.
 """
 from __future__ import annotations
