@@ -130,7 +130,7 @@ def test_coherence_check_catches_a_level_changing_shuffle(monkeypatch):
     different configs a grouped conv's weight column reads different channels."""
     import slimnet.models.shufflenet as sh
 
-    def transpose_shuffle(x, groups):
+    def transpose_shuffle(x, groups, channels=None):
         n, c, h, w = x.shape
         return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 

@@ -42,6 +42,8 @@ STEM = 24
 
 @functools.lru_cache(maxsize=256)
 def _shuffle_index(channels: int, groups: int, device: torch.device) -> torch.Tensor:
+    if channels % groups:
+        raise ValueError(f"channel shuffle: {channels} channels do not split into {groups} groups")
     per = channels // groups
     target_group = torch.arange(groups).repeat_interleave(per)    # output place k * per + j ...
     level = torch.arange(per).repeat(groups)
@@ -49,12 +51,12 @@ def _shuffle_index(channels: int, groups: int, device: torch.device) -> torch.Te
     return (source_group * per + level).to(device)
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+def channel_shuffle(x: torch.Tensor, groups: int, channels: int | None = None) -> torch.Tensor:
     """Shuffle a per-group tensor between groups, keeping every channel's level: level ``j`` of
-    group ``i`` moves to group ``(i + j) mod groups``, level ``j``."""
-    if x.shape[1] % groups:
-        raise ValueError(f"channel shuffle: {x.shape[1]} channels do not split into {groups} groups")
-    return x.index_select(1, _shuffle_index(x.shape[1], groups, x.device))
+    group ``i`` moves to group ``(i + j) mod groups``, level ``j``. ``channels`` (``x``'s channel
+    count, known to the caller) keeps shape reads out of traced graphs (TorchScript / ONNX)."""
+    channels = x.shape[1] if channels is None else channels
+    return x.index_select(1, _shuffle_index(channels, groups, x.device))
 
 
 def cat_per_group(tensors: list[torch.Tensor], groups: int) -> torch.Tensor:
@@ -75,7 +77,9 @@ class ShuffleUnit(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(self.depthwise(channel_shuffle(self.reduce(x), self.groups)))
+        conv = self.reduce[0]      # its active output count: a plain int in supernet and child
+        mid = getattr(conv, "active_out", conv.out_channels)
+        y = self.expand(self.depthwise(channel_shuffle(self.reduce(x), self.groups, mid)))
         if self.shortcut is None:
             return self.relu(x + y)
         return self.relu(cat_per_group([self.shortcut(x), y], self.groups))
