@@ -89,11 +89,11 @@ class OptimConfig:
     decay_bn: bool = False
     decay_bias: bool = False
     decay_depthwise: bool = False
-    schedule: str = "cosine"              # cosine | linear | step | constant (per iteration)
+    schedule: str = "cosine"              # cosine | linear | step | exponential | constant (per iteration)
     warmup_epochs: float = 0.0
     warmup_start: float = 0.0             # lr factor at the first warm-up step
     milestones: list[float] = field(default_factory=list)   # step schedule, in epochs
-    gamma: float = 0.1
+    gamma: float = 0.1                    # step: factor at each milestone; exponential: factor per epoch
     min_lr: float = 0.0                   # floor of cosine / linear decay
     grad_clip: Optional[float] = None     # max global grad norm
 
@@ -420,7 +420,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _check(not (o.nesterov and o.name == "sgd" and o.momentum == 0), "optim.nesterov", "needs optim.momentum > 0")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", f"need two values in [0, 1), got {o.betas}")
     _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    _choice("optim.schedule", o.schedule, ("cosine", "linear", "step", "constant"))
+    _choice("optim.schedule", o.schedule, ("cosine", "linear", "step", "exponential", "constant"))
     _check(0 <= o.warmup_epochs <= t.epochs, "optim.warmup_epochs", f"must be in [0, train.epochs={t.epochs}], got {o.warmup_epochs}")
     _check(0 <= o.warmup_start <= 1, "optim.warmup_start", f"must be in [0, 1], got {o.warmup_start}")
     _check(0 <= o.min_lr <= o.lr, "optim.min_lr", f"must be in [0, optim.lr], got {o.min_lr}")

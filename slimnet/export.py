@@ -18,15 +18,15 @@ def export(supernet: SlimNet, config=None) -> SlimNet:
     """A plain ``torch.nn`` model with exactly ``config``'s channels (default: the active config).
 
     Weights are copied from the supernet's slices; BN parameters and statistics come from the
-    config's switchable BN or its calibrated statistics. The child is returned in eval mode and
-    its outputs equal the supernet's at ``config`` (eval mode).
+    config's switchable BN or its calibrated statistics. The child has the supernet's device and
+    dtype, is returned in eval mode, and its outputs equal the supernet's at ``config`` (eval mode).
     """
     if supernet.is_child:
         raise ValueError("export() takes a supernet; this model is already an exported child")
     cfg = supernet.active_config if config is None else supernet.space.config(config)
     previous = supernet.active_config
-    device = next(supernet.parameters()).device
-    child = type(supernet)(**supernet.arch, channels=cfg).to(device)
+    first = next(supernet.parameters())
+    child = type(supernet)(**supernet.arch, channels=cfg).to(device=first.device, dtype=first.dtype)
     child_modules = dict(child.named_modules())
     try:
         supernet.set_channels(cfg)

@@ -1,15 +1,25 @@
 """Slimmable layers.
 
-Each layer is allocated at its maximum width and runs at the active channel counts by slicing
-the leading part of its weight (a view, never a copy). The active counts are set on the layer by
-its model (``SlimNet.set_channels``), never read from global state.
+Each layer is allocated at its maximum width and runs at the active channel counts by using the
+part of its weight that belongs to the active channels. A layer names its channels by a *channel
+ref*: an ``int`` (fixed, e.g. the 3 input channels or the number of classes), a group name
+``str``, a tuple of group names whose counts add up (a concatenation), or a :class:`PerGroup`
+(a tensor read or written by grouped convs, laid out group by group). The active counts are set
+on the layer by its model (``SlimNet.set_channels``), never read from global state.
 
-A layer names its channels by a *channel ref*: an ``int`` (fixed, e.g. the 3 input channels or
-the number of classes), a group name ``str``, or a tuple of group names whose counts add up
-(the output of a concatenation, as in ShuffleNet's downsampling units).
+**Coherent sharing.** Every channel of every tensor has one place in the tensor at the max config,
+and at any config the active tensor holds a fixed subset of those channels (``channel_index``).
+Every layer indexes its parameters by those places, so a weight element used by two configs
+connects the same input channel to the same output channel in both. For a group name the active
+channels are the leading ones, and the layer uses the leading slice of its weight: a view, never a
+copy. Concatenations and per-group tensors keep the leading channels of each part (of each
+group's share), which is not a leading slice of the whole tensor: those layers gather their
+active rows / columns (``index_select``, a copy of the used weights only).
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Mapping, Union
 
 import torch
@@ -18,7 +28,41 @@ import torch.nn.functional as F
 
 from .ops import depthwise_conv2d
 
-ChannelRef = Union[int, str, tuple]
+
+@dataclass(frozen=True)
+class PerGroup:
+    """Channel ref of a tensor read or written by convs with ``groups`` groups (ShuffleNet).
+
+    The tensor is ``groups`` equal blocks, block ``i`` being group ``i``'s channels. Each block
+    holds its share (``count / groups`` channels) of every part, in order; ``parts`` is one group
+    name or several whose counts add up (a per-group concatenation). A config keeps the leading
+    channels of each part's share in every block, so a channel keeps its group and its place in
+    the group's block at every config: the layout grouped convs need to share weights coherently.
+    At the max config the layout is the plain tensor; every count must be a multiple of ``groups``.
+    """
+
+    parts: tuple
+    groups: int
+
+    def __post_init__(self):
+        parts = (self.parts,) if isinstance(self.parts, str) else tuple(self.parts)
+        if not parts or not all(isinstance(p, str) for p in parts):
+            raise ValueError(f"PerGroup parts must be group names, got {self.parts!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise ValueError(f"PerGroup groups must be a positive integer, got {self.groups!r}")
+        object.__setattr__(self, "parts", parts)
+
+
+ChannelRef = Union[int, str, tuple, PerGroup]
+
+
+def ref_groups(ref: ChannelRef) -> tuple:
+    """The channel group names a ref depends on (none for a fixed int)."""
+    if isinstance(ref, int):
+        return ()
+    if isinstance(ref, str):
+        return (ref,)
+    return ref.parts if isinstance(ref, PerGroup) else tuple(ref)
 
 
 def resolve(ref: ChannelRef, channels: Mapping[str, int]) -> int:
@@ -27,20 +71,79 @@ def resolve(ref: ChannelRef, channels: Mapping[str, int]) -> int:
         return ref
     if isinstance(ref, str):
         return channels[ref]
-    return sum(channels[g] for g in ref)
+    return sum(channels[g] for g in ref_groups(ref))
 
 
-def leading(t: torch.Tensor, *sizes: int) -> torch.Tensor:
-    """View of the leading ``sizes[d]`` entries of ``t`` along each dim ``d`` (never a copy).
+def channel_index(ref: ChannelRef, channels: Mapping[str, int], max_counts: Mapping[str, int]):
+    """Places, in the tensor at ``max_counts``, of the channels active at ``channels``, in the
+    order the active tensor holds them; ``None`` when they are the leading ones (a fixed int, a
+    group name, or any ref at its maximum).
 
-    Dims already at that size are not sliced, so a layer at its maximum width runs on the
-    parameter itself and autograd records no slice (whose backward allocates a full-size
-    gradient and copies into it) for it.
+    A tuple is a plain concatenation: each part's leading channels at its own offset. A
+    :class:`PerGroup` is ``groups`` blocks, each holding every part's share in order.
     """
-    for dim, n in enumerate(sizes):
-        if n != t.shape[dim]:
-            t = t.narrow(dim, 0, n)
-    return t
+    if isinstance(ref, (int, str)):
+        return None
+    parts, groups = (ref.parts, ref.groups) if isinstance(ref, PerGroup) else (tuple(ref), 1)
+    return _channel_index(parts, groups, tuple(channels[p] for p in parts), tuple(max_counts[p] for p in parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _channel_index(parts: tuple, groups: int, counts: tuple, maxes: tuple):
+    for name, c, m in zip(parts, counts, maxes):
+        if c % groups or m % groups:
+            raise ValueError(f"group {name!r}: {c} channels (max {m}) do not split into {groups} equal groups")
+    index, block = [], sum(maxes) // groups
+    for i in range(groups):
+        start = i * block
+        for c, m in zip(counts, maxes):
+            index.extend(range(start, start + c // groups))
+            start += m // groups
+    return None if index == list(range(len(index))) else tuple(index)
+
+
+@functools.lru_cache(maxsize=4096)
+def _index_tensor(index: tuple, device: torch.device) -> torch.Tensor:
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def _as_tensor(index, like: torch.Tensor):
+    return None if index is None else _index_tensor(index, like.device)
+
+
+def _max_counts(max_counts, *refs_and_totals) -> dict:
+    """Each ref's groups -> max count: from ``max_counts`` (e.g. the space's max config), or for a
+    one-group ref from the layer's own max size; checked against the layer's sizes."""
+    known = dict(max_counts or {})
+    out = {}
+    for ref, total in refs_and_totals:
+        names = ref_groups(ref)
+        if len(names) == 1 and names[0] not in known:
+            known[names[0]] = total
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"channel ref {ref!r} concatenates several groups: pass max_counts "
+                             f"(the max count of each of {list(names)})")
+        out.update({n: known[n] for n in names})
+        if names and resolve(ref, out) != total:
+            raise ValueError(f"channel ref {ref!r} has {resolve(ref, out)} channels at its maximum, "
+                             f"the layer was made for {total}")
+    return out
+
+
+def take(t: torch.Tensor, dim: int, n: int, index: torch.Tensor | None) -> torch.Tensor:
+    """The ``n`` active entries of ``t`` along ``dim``: the leading ones when ``index`` is None (a
+    view, never a copy), else the gathered ``index`` entries (a copy).
+
+    A dim already at size ``n`` is not sliced, so a layer at its maximum width runs on the
+    parameter itself and autograd records no slice (whose backward allocates a full-size gradient
+    and copies into it) for it.
+    """
+    if index is None:
+        return t.narrow(dim, 0, n) if n != t.shape[dim] else t
+    if index.device != t.device:
+        index = index.to(t.device)
+    return t.index_select(dim, index)
 
 
 class SlimModule:
@@ -55,31 +158,52 @@ class SlimModule:
 
 
 class SlimConv2d(nn.Conv2d, SlimModule):
-    """Conv2d over a sliced max-size weight. ``depthwise`` convs use groups = active channels;
-    grouped convs (ShuffleNet) keep a fixed number of groups."""
+    """Conv2d over the active part of a max-size weight. ``depthwise`` convs use groups = active
+    channels; grouped convs keep a fixed number of groups and read and write :class:`PerGroup`
+    tensors of that many groups, so each group uses its own leading channels (its block of rows
+    and the same leading columns in every group).
+
+    ``max_counts`` (group -> max count, e.g. the space's max config) is needed only for refs that
+    concatenate several groups."""
 
     def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int,
                  kernel_size: int, stride: int = 1, padding: int | None = None, groups: int = 1,
-                 depthwise: bool = False, bias: bool = False):
-        if depthwise and max_in != max_out:
-            raise ValueError(f"depthwise conv needs equal in/out channels, got {max_in} and {max_out}")
+                 depthwise: bool = False, bias: bool = False, max_counts: Mapping[str, int] | None = None):
+        if depthwise and (max_in != max_out or in_ref != out_ref):
+            raise ValueError(f"depthwise conv needs the same input and output channels, got {in_ref!r} "
+                             f"({max_in}) and {out_ref!r} ({max_out})")
+        if groups > 1 and not depthwise:
+            for ref in (in_ref, out_ref):
+                if not isinstance(ref, int) and not (isinstance(ref, PerGroup) and ref.groups == groups):
+                    raise ValueError(
+                        f"a grouped conv ({groups} groups) reads and writes per-group tensors: its channel "
+                        f"refs must be fixed ints or PerGroup(..., {groups}), got {ref!r}")
         padding = (kernel_size - 1) // 2 if padding is None else padding
         super().__init__(max_in, max_out, kernel_size, stride, padding,
                          groups=max_in if depthwise else groups, bias=bias)
         self.in_ref, self.out_ref = in_ref, out_ref
         self.depthwise = depthwise
         self.fixed_groups = 1 if depthwise else groups
+        self.max_counts = _max_counts(max_counts, (in_ref, max_in), (out_ref, max_out))
         self.active_in, self.active_out, self.active_groups = max_in, max_out, self.groups
+        self._rows = self._cols = None     # active rows / columns when not the leading ones
 
     def activate(self, cfg) -> None:
         self.active_in = resolve(self.in_ref, cfg)
         self.active_out = resolve(self.out_ref, cfg)
         self.active_groups = self.active_out if self.depthwise else self.fixed_groups
+        rows = channel_index(self.out_ref, cfg, self.max_counts)
+        cols = None if self.depthwise else channel_index(self.in_ref, cfg, self.max_counts)
+        if cols is not None and self.fixed_groups > 1:
+            # a per-group input: every group's columns are the places of the first block's channels
+            cols = cols[: self.active_in // self.fixed_groups]
+            cols = None if cols == tuple(range(len(cols))) else cols
+        self._rows, self._cols = _as_tensor(rows, self.weight), _as_tensor(cols, self.weight)
 
     def sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         in_per_group = 1 if self.depthwise else self.active_in // self.fixed_groups
-        weight = leading(self.weight, self.active_out, in_per_group)
-        bias = leading(self.bias, self.active_out) if self.bias is not None else None
+        weight = take(take(self.weight, 0, self.active_out, self._rows), 1, in_per_group, self._cols)
+        bias = take(self.bias, 0, self.active_out, self._rows) if self.bias is not None else None
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,20 +220,25 @@ class SlimConv2d(nn.Conv2d, SlimModule):
 
 
 class SlimLinear(nn.Linear, SlimModule):
-    """Linear over the sliced ``weight[:out, :in]``."""
+    """Linear over the active part of a max-size weight (``weight[:out, :in]`` for group refs)."""
 
-    def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int, bias: bool = True):
+    def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int, bias: bool = True,
+                 max_counts: Mapping[str, int] | None = None):
         super().__init__(max_in, max_out, bias=bias)
         self.in_ref, self.out_ref = in_ref, out_ref
+        self.max_counts = _max_counts(max_counts, (in_ref, max_in), (out_ref, max_out))
         self.active_in, self.active_out = max_in, max_out
+        self._rows = self._cols = None
 
     def activate(self, cfg) -> None:
         self.active_in = resolve(self.in_ref, cfg)
         self.active_out = resolve(self.out_ref, cfg)
+        self._rows = _as_tensor(channel_index(self.out_ref, cfg, self.max_counts), self.weight)
+        self._cols = _as_tensor(channel_index(self.in_ref, cfg, self.max_counts), self.weight)
 
     def sliced(self):
-        weight = leading(self.weight, self.active_out, self.active_in)
-        bias = leading(self.bias, self.active_out) if self.bias is not None else None
+        weight = take(take(self.weight, 0, self.active_out, self._rows), 1, self.active_in, self._cols)
+        bias = take(self.bias, 0, self.active_out, self._rows) if self.bias is not None else None
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,9 +332,11 @@ class SlimBatchNorm2d(_CalibratableBN):
     """
 
     def __init__(self, ref: ChannelRef, max_channels: int, eps: float = 1e-5, momentum: float = 0.1,
-                 track_shared_stats: bool = False):
+                 track_shared_stats: bool = False, max_counts: Mapping[str, int] | None = None):
         super().__init__()
         self.ref, self.num_features, self.eps, self.momentum = ref, max_channels, eps, momentum
+        self.max_counts = _max_counts(max_counts, (ref, max_channels))
+        self._channels = None     # places of the active channels when not the leading ones
         self.weight = nn.Parameter(torch.ones(max_channels))
         self.bias = nn.Parameter(torch.zeros(max_channels))
         self.track_shared_stats = track_shared_stats
@@ -218,6 +349,10 @@ class SlimBatchNorm2d(_CalibratableBN):
         self.active = resolve(self.ref, cfg)
         self.active_key = cfg.key
         self.active_cfg = cfg
+        self._channels = _as_tensor(channel_index(self.ref, cfg, self.max_counts), self.weight)
+
+    def _take(self, t: torch.Tensor) -> torch.Tensor:
+        return take(t, 0, self.active, self._channels)
 
     @property
     def calibrated_keys(self) -> list[str]:
@@ -230,7 +365,7 @@ class SlimBatchNorm2d(_CalibratableBN):
         if mean is not None:
             return mean, getattr(self, f"stats_{self.active_key}_var")
         if self.track_shared_stats:
-            return self.running_mean[: self.active], self.running_var[: self.active]
+            return self._take(self.running_mean), self._take(self.running_var)
         raise RuntimeError(
             f"no BN statistics for config {self.active_key} ({self.active} channels here): universally "
             "slimmable BN does not track statistics in training. Calibrate this config first: "
@@ -262,22 +397,27 @@ class SlimBatchNorm2d(_CalibratableBN):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.active
-        weight, bias = leading(self.weight, c), leading(self.bias, c)
+        weight, bias = self._take(self.weight), self._take(self.bias)
         if self._accumulator is not None:
             return self._calibrating(x, weight, bias)
         if self.training:
-            if self.track_shared_stats:  # slices of 1-D buffers are contiguous views: updated in place
-                return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias,
-                                    True, self.momentum, self.eps)
+            if self.track_shared_stats:
+                # leading slices of 1-D buffers are contiguous views, updated in place; gathered
+                # statistics are updated in their copy and written back
+                mean, var = self._take(self.running_mean), self._take(self.running_var)
+                out = F.batch_norm(x, mean, var, weight, bias, True, self.momentum, self.eps)
+                if self._channels is not None:
+                    self.running_mean.index_copy_(0, self._channels.to(mean.device), mean)
+                    self.running_var.index_copy_(0, self._channels.to(var.device), var)
+                return out
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         mean, var = self._stats()
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
     def export_to(self, child: nn.BatchNorm2d) -> None:
         mean, var = self._stats()
-        child.weight.copy_(self.weight[: self.active])
-        child.bias.copy_(self.bias[: self.active])
+        child.weight.copy_(self._take(self.weight))
+        child.bias.copy_(self._take(self.bias))
         child.running_mean.copy_(mean)
         child.running_var.copy_(var)
 
@@ -348,7 +488,7 @@ class Layers:
     def conv(self, in_ref, out_ref, kernel_size, stride=1, padding=None, groups=1, depthwise=False, bias=False):
         if self.child is None:
             return SlimConv2d(in_ref, out_ref, self.count(in_ref), self.count(out_ref), kernel_size, stride,
-                              padding, groups, depthwise, bias)
+                              padding, groups, depthwise, bias, max_counts=self._max)
         cin, cout = self.count(in_ref), self.count(out_ref)
         padding = (kernel_size - 1) // 2 if padding is None else padding
         return nn.Conv2d(cin, cout, kernel_size, stride, padding, groups=cin if depthwise else groups, bias=bias)
@@ -358,11 +498,12 @@ class Layers:
             return nn.BatchNorm2d(self.count(ref))
         if self.bn_mode == "switchable":
             return SwitchableBatchNorm2d(ref, self.switchable)
-        return SlimBatchNorm2d(ref, self.count(ref), track_shared_stats=self.bn_mode == "shared")
+        return SlimBatchNorm2d(ref, self.count(ref), track_shared_stats=self.bn_mode == "shared",
+                               max_counts=self._max)
 
     def linear(self, in_ref, out_ref, bias=True):
         if self.child is None:
-            return SlimLinear(in_ref, out_ref, self.count(in_ref), self.count(out_ref), bias)
+            return SlimLinear(in_ref, out_ref, self.count(in_ref), self.count(out_ref), bias, max_counts=self._max)
         return nn.Linear(self.count(in_ref), self.count(out_ref), bias)
 
     def global_pool(self, ref):

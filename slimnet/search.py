@@ -61,7 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator
+from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator, PerGroup, ref_groups
 from .profile import format_count, measure_latency, profile
 from .space import ChannelConfig
 from .utils import atomic_write_text
@@ -187,10 +187,8 @@ def _refs(module: nn.Module) -> set:
     for m in module.modules():
         for attr in ("in_ref", "out_ref", "ref"):
             ref = getattr(m, attr, None)
-            if isinstance(ref, str):
-                names.add(ref)
-            elif isinstance(ref, tuple):
-                names.update(ref)
+            if isinstance(ref, (str, tuple, PerGroup)):
+                names.update(ref_groups(ref))
     return names
 
 

@@ -40,7 +40,9 @@ class ChannelGroup:
     ``base`` is the channel count at width 1.0. ``expand_of``/``expand_ratio`` say that at a
     uniform width the group has exactly ``expand_ratio`` times the channels of another group (the
     hidden width of an inverted residual, as torchvision computes it). ``keep_base`` keeps the
-    group at ``base`` for widths <= 1 (MobileNet v2's last 1280-channel conv).
+    group at ``base`` for widths <= 1 (MobileNet v2's last 1280-channel conv). ``multiple_of`` is
+    a hard constraint every config must meet (ShuffleNet: its group count), unlike ``divisor``,
+    which only guides rounding.
     """
 
     name: str
@@ -51,6 +53,7 @@ class ChannelGroup:
     expand_of: str | None = None
     expand_ratio: int = 1
     keep_base: bool = False
+    multiple_of: int = 1
 
 
 class ConfigError(ValueError):
@@ -230,6 +233,9 @@ class ChannelConfig(Mapping):
                 raise ConfigError(f"group {name!r}: channel count must be >= 1, got {c}")
             if c > g.max:
                 raise ConfigError(f"group {name!r}: {c} channels is above the supernet's maximum {g.max}")
+            if c % g.multiple_of:
+                raise ConfigError(f"group {name!r}: {c} channels is not a multiple of {g.multiple_of} "
+                                  f"({space.model} splits it into {g.multiple_of} equal groups)")
             clean[name] = c
         self.space = space
         self.channels = clean

@@ -318,6 +318,8 @@ def lr_factor(step: int, o, epochs: int, steps_per_epoch: int) -> float:
     if o.schedule == "step":
         epoch = step / steps_per_epoch
         return o.gamma ** sum(1 for mstone in o.milestones if epoch >= mstone)
+    if o.schedule == "exponential":   # x gamma at every epoch boundary (the reference's exp_decaying)
+        return o.gamma ** (step // steps_per_epoch)
     return 1.0
 
 

@@ -55,14 +55,50 @@ def test_every_shipped_config_validates_and_builds(path, tmp_path):
     assert plan.eval_configs
 
 
-def test_imagenet_recipes_match_reference():
-    v2 = load_config(os.path.join(ROOT, "configs/imagenet/us_mobilenet_v2.yaml"))
-    assert (v2.optim.lr, v2.optim.schedule, v2.optim.weight_decay, v2.optim.nesterov) == (0.5, "linear", 4e-5, True)
-    assert v2.train.epochs == 250 and v2.data.batch_size * 8 == 1024
-    r50 = load_config(os.path.join(ROOT, "configs/imagenet/s_resnet50.yaml"))
-    assert (r50.optim.lr, r50.optim.schedule, r50.optim.milestones, r50.optim.weight_decay) == (0.1, "step", [30, 60, 90], 1e-4)
-    auto = load_config(os.path.join(ROOT, "configs/imagenet/autoslim_mobilenet_v2.yaml"))
+def _imagenet(name):
+    return load_config(os.path.join(ROOT, "configs", "imagenet", name + ".yaml"))
+
+
+def _recipe(cfg, processes):
+    o = cfg.optim
+    return (o.name, o.momentum, o.nesterov, o.lr, o.schedule, o.weight_decay, cfg.train.epochs,
+            cfg.data.batch_size * processes, cfg.data.augment)
+
+
+def test_imagenet_recipes_follow_their_sources():
+    """Each ImageNet config follows the source its comment names (see the comments)."""
+    # the papers' US recipe (REFERENCE.md section 2), distillation on, 8 processes
+    for name in ("us_mobilenet_v1", "us_mobilenet_v2"):
+        cfg = _imagenet(name)
+        assert _recipe(cfg, 8) == ("sgd", 0.9, True, 0.5, "linear", 4e-5, 250, 1024, "mobile")
+        assert (cfg.train.mode, cfg.train.num_random, cfg.train.distill) == ("universal", 2, "soft_ce")
+    # reference configs apps/s_mobilenet_v{1,2}_train_val.yml, 4 processes
+    for name in ("s_mobilenet_v1", "s_mobilenet_v2"):
+        cfg = _imagenet(name)
+        assert _recipe(cfg, 4) == ("sgd", 0.9, True, 0.045, "exponential", 1e-4, 480, 160, "mobile")
+        assert cfg.optim.gamma == 0.98
+    # reference config apps/s_resnet50_train_val.yml (= REFERENCE.md section 2), 4 processes
+    r50 = _imagenet("s_resnet50")
+    assert _recipe(r50, 4) == ("sgd", 0.9, True, 0.1, "step", 1e-4, 100, 256, "default")
+    assert (r50.optim.milestones, r50.optim.gamma) == ([30, 60, 90], 0.1)
+    # reference config apps/s_shufflenet_train_val.yml, 8 processes
+    assert _recipe(_imagenet("s_shufflenet"), 8) == ("sgd", 0.9, True, 0.5, "linear", 1e-4, 250, 1024, "mobile")
+    auto = _imagenet("autoslim_mobilenet_v2")
+    assert _recipe(auto, 8) == ("sgd", 0.9, True, 0.5, "linear", 4e-5, 250, 1024, "mobile")
     assert auto.train.label_smoothing == 0.1 and auto.model.max_width == 1.5 and auto.data.exclude_heldout
+    # weight decay on conv / linear weights only, as the reference
+    for name in ("s_mobilenet_v1", "us_mobilenet_v2", "s_resnet50", "s_shufflenet"):
+        o = _imagenet(name).optim
+        assert not (o.decay_bn or o.decay_bias or o.decay_depthwise)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if os.sep + "imagenet" + os.sep in p],
+                         ids=lambda p: os.path.basename(p))
+def test_imagenet_configs_name_their_source(path):
+    with open(path) as f:
+        head = "".join(line for line in f if line.startswith("#"))
+    assert "# Source" in head, f"{path}: say which paper section or reference config it follows"
+    assert "REFERENCE.md section" in head or "apps/" in head
 
 
 def test_base_inheritance_relative_to_including_file(tmp_path):

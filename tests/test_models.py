@@ -8,7 +8,7 @@ import torchvision
 
 import slimnet
 from slimnet.calibrate import calibrate_bn
-from slimnet.nn import SlimModule
+from slimnet.nn import SlimModule, channel_index
 from slimnet.profile import profile
 
 MODELS = sorted(slimnet.MODELS)
@@ -44,10 +44,14 @@ def test_forward_backward_at_many_configs(name, in_channels, size):
         out.logsumexp(1).sum().backward()
         grads = [p.grad for p in net.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
-        # the first conv gets a gradient only in its active output slice
+        # the first conv gets a gradient exactly in its active rows (the leading ones, or each
+        # group's leading ones in a per-group layout)
         first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
-        assert first.weight.grad[cfg["stem"]:].abs().sum() == 0
-        assert first.weight.grad[: cfg["stem"]].abs().sum() > 0
+        rows = channel_index(first.out_ref, cfg, net.space.max())
+        active = torch.zeros(len(first.weight), dtype=torch.bool)
+        active[list(range(cfg["stem"])) if rows is None else list(rows)] = True
+        assert first.weight.grad[~active].abs().sum() == 0
+        assert (first.weight.grad[active].flatten(1).abs().sum(1) > 0).all()
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet20", "shufflenet_v1"])
@@ -178,3 +182,70 @@ def test_mobilenet_v2_downsample_option():
     assert profile(small.space).macs == profile(auto.space).macs == pytest.approx(16 * big, rel=0.2)
     with pytest.raises(ValueError, match="downsample must be"):
         slimnet.build("mobilenet_v2", num_classes=10, input_size=28, downsample="cifar")
+
+
+# -- MobileNet v1 against an independent reference written from the paper ---------------------
+
+# Howard et al. 2017, Table 1: (layer, stride, output channels at width 1.0); a depthwise conv
+# keeps its input channels. The last depthwise conv is listed as "s2" with a 7x7 input and a 7x7
+# output: stride 1, as its sizes say. Every conv is followed by BN and the activation.
+TABLE1 = ([("conv", 2, 32), ("dw", 1, None), ("pw", 1, 64), ("dw", 2, None), ("pw", 1, 128),
+           ("dw", 1, None), ("pw", 1, 128), ("dw", 2, None), ("pw", 1, 256), ("dw", 1, None),
+           ("pw", 1, 256), ("dw", 2, None), ("pw", 1, 512)]
+          + [("dw", 1, None), ("pw", 1, 512)] * 5
+          + [("dw", 2, None), ("pw", 1, 1024), ("dw", 1, None), ("pw", 1, 1024)])
+
+
+def table1_mobilenet_v1(alpha, act=torch.nn.ReLU6, num_classes=1000):
+    """Plain torch MobileNet v1 at width multiplier ``alpha`` (channels int(c * alpha), the paper's
+    rule; equal to the make_divisible rule at 1.0 / 0.75 / 0.5 / 0.25)."""
+    nn = torch.nn
+    layers, c = [], 3
+    for kind, stride, out in TABLE1:
+        out = c if kind == "dw" else int(out * alpha)
+        k = 1 if kind == "pw" else 3
+        layers += [nn.Conv2d(c, out, k, stride, k // 2, groups=c if kind == "dw" else 1, bias=False),
+                   nn.BatchNorm2d(out), act()]
+        c = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+
+@torch.no_grad()
+def test_mobilenet_v1_equals_table1_reference_with_relu6():
+    """ReLU6 by default: at every listed width the supernet (train mode, batch statistics) and its
+    exported child (eval mode) compute the reference's logits from the same weights; the ReLU
+    variant (act='relu') is a different network at the same weights."""
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    nets = {act: slimnet.build("mobilenet_v1", num_classes=1000, input_size=224, min_width=0.25, bn="shared",
+                               act=act).double() for act in ("relu6", "relu")}
+    nets["relu"].load_state_dict(nets["relu6"].state_dict())
+    g = torch.Generator().manual_seed(3)
+    for net in nets.values():          # the same non-trivial BN affine and running stats in both
+        for m in net.modules():
+            if isinstance(m, slimnet.nn.SlimBatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=torch.float64) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=torch.float64) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=torch.float64) + 0.5)
+    net, relu = nets["relu6"], nets["relu"]
+    assert net.arch["act"] == "relu6" and relu.arch["act"] == "relu"
+    for width in (1.0, 0.75, 0.5, 0.25):
+        net.set_width(width)
+        relu.set_width(width)
+        child = slimnet.export(net, net.space.uniform(width))
+        assert child.classifier.weight.dtype == torch.float64
+        ref = table1_mobilenet_v1(width).double()
+        load_in_order(ref, child)
+        torch.testing.assert_close(child(x), ref.eval()(x), rtol=0, atol=1e-10)
+        torch.testing.assert_close(net.train()(x), ref.train()(x), rtol=0, atol=1e-10)
+        assert (relu.train()(x) - ref.train()(x)).abs().max() > 1e-3, width
+
+
+def test_mobilenet_v1_act_option():
+    with pytest.raises(ValueError, match=r"MobileNet v1 act must be one of \['relu', 'relu6'\], got 'gelu'"):
+        slimnet.build("mobilenet_v1", num_classes=10, input_size=32, act="gelu")
+    net = small_net("mobilenet_v1", act="relu", bn="shared")
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in net.modules())
+    child = slimnet.export(net, net.space.min())      # the child keeps the activation
+    assert child.arch["act"] == "relu" and child.child_config.to_dict()["act"] == "relu"
+    assert any(isinstance(m, torch.nn.ReLU) for m in child.modules())
+    assert sum(isinstance(m, torch.nn.ReLU6) for m in small_net("mobilenet_v1").modules()) == 27

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 import slimnet
 from slimnet.calibrate import calibrate_bn
-from slimnet.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, resolve
+from slimnet.nn import (PerGroup, SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, channel_index,
+                        resolve)
 
 
 class Cfg(dict):
@@ -58,18 +59,107 @@ def test_depthwise_conv_uses_active_groups(c):
     torch.testing.assert_close(conv(x), expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("cin, cout", [(24, 12), (12, 24), (6, 3)])
-def test_grouped_conv_keeps_fixed_groups(cin, cout):
-    conv = SlimConv2d("i", "o", 24, 24, 1, groups=3)
+@pytest.mark.parametrize("cin, cout", [(24, 12), (12, 24), (6, 3), (24, 24)])
+def test_grouped_conv_uses_each_groups_leading_channels(cin, cout):
+    """A grouped conv over per-group tensors computes, group by group, a dense conv on that
+    group's own leading channels (block i of its input, rows of block i of its weight)."""
+    g = 3
+    conv = SlimConv2d(PerGroup("i", g), PerGroup("o", g), 24, 24, 1, groups=g)
     conv.activate(Cfg(i=cin, o=cout))
-    assert conv.active_groups == 3
+    assert conv.active_groups == g
     x = torch.randn(2, cin, 5, 5)
-    expected = F.conv2d(x, conv.weight[:cout, : cin // 3].clone(), None, 1, 0, 1, 3)
+    a, b = cin // g, cout // g
+    expected = torch.cat([F.conv2d(x[:, i * a:(i + 1) * a], conv.weight[i * 8:i * 8 + b, :a].clone())
+                          for i in range(g)], 1)
     torch.testing.assert_close(conv(x), expected, rtol=0, atol=1e-6)
-    plain = torch.nn.Conv2d(cin, cout, 1, groups=3, bias=False)
+    plain = torch.nn.Conv2d(cin, cout, 1, groups=g, bias=False)
     with torch.no_grad():
         conv.export_to(plain)
     torch.testing.assert_close(plain(x), conv(x), rtol=0, atol=1e-6)
+
+
+def test_grouped_conv_needs_per_group_refs():
+    with pytest.raises(ValueError, match=r"grouped conv \(3 groups\) reads and writes per-group tensors.*got 'i'"):
+        SlimConv2d("i", PerGroup("o", 3), 24, 24, 1, groups=3)
+    with pytest.raises(ValueError, match=r"PerGroup\(..., 3\), got PerGroup\(parts=\('o',\), groups=2\)"):
+        SlimConv2d(PerGroup("i", 3), PerGroup("o", 2), 24, 24, 1, groups=3)
+    SlimConv2d(3, PerGroup("o", 3), 3, 24, 1, groups=3)        # fixed ints are fine
+
+
+def test_channel_index_layouts():
+    maxes = {"a": 4, "b": 6}
+    assert channel_index("a", {"a": 2}, maxes) is None and channel_index(5, {}, maxes) is None
+    assert channel_index(("a", "b"), {"a": 2, "b": 3}, maxes) == (0, 1, 4, 5, 6)      # each part's leading
+    assert channel_index(PerGroup("b", 2), {"b": 4}, maxes) == (0, 1, 3, 4)          # each group's leading
+    # two blocks of [a's share (2) | b's share (3)]: a=2, b=2 keeps one of each share per block
+    assert channel_index(PerGroup(("a", "b"), 2), {"a": 2, "b": 2}, maxes) == (0, 2, 5, 7)
+    assert channel_index(PerGroup(("a", "b"), 2), maxes, maxes) is None               # the max: plain tensor
+    with pytest.raises(ValueError, match="'b': 3 channels .max 6. do not split into 2 equal groups"):
+        channel_index(PerGroup("b", 2), {"b": 3}, maxes)
+
+
+def _embed(x, places, size):
+    """``x`` placed at ``places`` of a zero tensor with ``size`` channels."""
+    out = x.new_zeros(x.shape[0], size, *x.shape[2:])
+    out[:, places] = x
+    return out
+
+
+def _places(ref, small, large, maxes):
+    """Where ``small``'s channels of ``ref`` sit in ``large``'s active tensor (in small's order)."""
+    def index(cfg):
+        i = channel_index(ref, cfg, maxes)
+        return list(range(resolve(ref, cfg))) if i is None else list(i)
+    where = {p: k for k, p in enumerate(index(large))}
+    return [where[p] for p in index(small)]
+
+
+MAXES = {"a": 6, "b": 9, "o": 12}
+SMALL, LARGE = Cfg(a=3, b=3, o=6), Cfg(a=6, b=6, o=9)
+
+
+def _layer_cases():
+    g = 3
+    tup, pg, pgo = ("a", "b"), PerGroup(("a", "b"), g), PerGroup("o", g)
+    return {
+        "dense conv, concat in": lambda: SlimConv2d(tup, "o", 15, 12, 3, bias=True, max_counts=MAXES),
+        "dense conv, per-group in and out": lambda: SlimConv2d(pg, pgo, 15, 12, 1, max_counts=MAXES),
+        "grouped conv": lambda: SlimConv2d(pg, pgo, 15, 12, 1, groups=g, bias=True, max_counts=MAXES),
+        "grouped conv, per-group concat out": lambda: SlimConv2d(pgo, pg, 12, 15, 1, groups=g, max_counts=MAXES),
+        "depthwise conv": lambda: SlimConv2d(pg, pg, 15, 15, 3, 2, depthwise=True, max_counts=MAXES),
+        "linear": lambda: SlimLinear(pg, tup, 15, 15, max_counts=MAXES),
+        "universal BN": lambda: SlimBatchNorm2d(pg, 15, max_counts=MAXES),
+        "shared BN": lambda: SlimBatchNorm2d(pg, 15, track_shared_stats=True, max_counts=MAXES),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_layer_cases()))
+def test_every_layer_kind_shares_weights_coherently(kind):
+    """With the inputs outside a smaller config zeroed, the larger config's outputs restricted to
+    the smaller config's channels equal the smaller config's outputs: a weight used by both
+    configs connects the same input channel to the same output channel."""
+    layer = _layer_cases()[kind]()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape))
+    in_ref = getattr(layer, "in_ref", getattr(layer, "ref", None))
+    out_ref = getattr(layer, "out_ref", in_ref)
+    linear = isinstance(layer, SlimLinear)
+    layer.activate(SMALL)
+    x = torch.randn(4, resolve(in_ref, SMALL), *(() if linear else (5, 5)))
+    y_small = layer(x)
+    layer.activate(LARGE)
+    y_large = layer(_embed(x, _places(in_ref, SMALL, LARGE, MAXES), resolve(in_ref, LARGE)))
+    torch.testing.assert_close(y_large[:, _places(out_ref, SMALL, LARGE, MAXES)], y_small, rtol=0, atol=1e-5)
+
+
+def test_shared_bn_updates_the_gathered_statistics_in_place():
+    bn = SlimBatchNorm2d(PerGroup("a", 3), 6, track_shared_stats=True)
+    bn.activate(Cfg(a=3))
+    bn.train()
+    bn(torch.randn(16, 3, 4, 4) + 3)
+    assert (bn.running_mean[[0, 2, 4]] - 0.3).abs().max() < 0.1
+    assert (bn.running_mean[[1, 3, 5]] == 0).all() and (bn.running_var[[1, 3, 5]] == 1).all()
 
 
 def test_conv_weights_are_views_not_copies():
@@ -112,15 +202,23 @@ def test_conv_at_max_equals_plain_conv():
 
 
 def test_depthwise_needs_equal_channels():
-    with pytest.raises(ValueError, match="depthwise conv needs equal in/out channels"):
+    with pytest.raises(ValueError, match="depthwise conv needs the same input and output channels"):
         SlimConv2d("a", "b", 8, 16, 3, depthwise=True)
+    with pytest.raises(ValueError, match="depthwise conv needs the same input and output channels"):
+        SlimConv2d("a", "b", 8, 8, 3, depthwise=True)
 
 
 def test_conv_tuple_ref_sums_groups():
-    conv = SlimConv2d(("a", "b"), "o", 12, 4, 1)
+    with pytest.raises(ValueError, match=r"concatenates several groups: pass max_counts"):
+        SlimConv2d(("a", "b"), "o", 12, 4, 1)
+    with pytest.raises(ValueError, match=r"has 13 channels at its maximum, the layer was made for 12"):
+        SlimConv2d(("a", "b"), "o", 12, 4, 1, max_counts={"a": 4, "b": 9})
+    conv = SlimConv2d(("a", "b"), "o", 12, 4, 1, max_counts={"a": 4, "b": 8})
     conv.activate(Cfg(a=3, b=6, o=4))
     assert conv.active_in == 9
     assert conv(torch.randn(1, 9, 2, 2)).shape == (1, 4, 2, 2)
+    # each part's leading channels: a's 0..2 and b's 0..5, at places 0..2 and 4..9
+    torch.testing.assert_close(conv.sliced()[0], torch.cat([conv.weight[:, :3], conv.weight[:, 4:10]], 1))
 
 
 # -- SlimLinear ------------------------------------------------------------------------------

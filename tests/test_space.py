@@ -327,3 +327,14 @@ def test_config_of_another_space_is_revalidated():
     with pytest.raises(ConfigError, match="above the supernet's maximum"):
         b.space.config(a.space.max())
     assert isinstance(b.space.config(a.space.uniform(0.5)), ChannelConfig)
+
+
+def test_shufflenet_counts_must_split_into_its_groups():
+    net = slimnet.build("shufflenet_v1", num_classes=10, input_size=32)
+    cfg = net.space.uniform(0.5)
+    assert all(c % 3 == 0 for c in cfg.values())
+    with pytest.raises(ConfigError, match=r"group 'b1.mid': 31 channels is not a multiple of 3 .shufflenet_v1 "
+                                          r"splits it into 3 equal groups."):
+        cfg.replace(**{"b1.mid": 31})
+    for _, cand in net.space.slim_candidates(net.space.max()):    # search steps keep multiples of 3
+        assert all(c % 3 == 0 for c in cand.values())

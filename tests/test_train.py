@@ -146,6 +146,9 @@ def test_lr_schedules_per_iteration():
     assert lr_factor(550, o, 10, 100) == pytest.approx(0.5)
     o.schedule, o.warmup_epochs, o.milestones = "step", 0, [3, 6]
     assert [lr_factor(s, o, 10, 100) for s in (299, 300, 600)] == pytest.approx([1.0, 0.1, 0.01])
+    o.schedule, o.gamma = "exponential", 0.98
+    assert [lr_factor(s, o, 10, 100) for s in (0, 99, 100, 250, 999)] == pytest.approx(
+        [1.0, 1.0, 0.98, 0.98 ** 2, 0.98 ** 9])
 
 
 def test_weight_decay_only_on_conv_linear_weights():

@@ -1,5 +1,14 @@
 """MobileNet v1 (Howard et al. 2017), slimmable.
 
+Layers as in the paper's Table 1: a 3x3 stride-2 conv, then 13 depthwise-separable blocks (3x3
+depthwise + 1x1 pointwise), each conv followed by BN and the activation; global average pool and
+a linear classifier. The last depthwise conv has stride 1: Table 1 labels it "s2", but lists a
+7x7 input for it and for the layer after it.
+
+The activation is ReLU6 by default, as in the Slimmable Networks reference models, so a child
+equals the reference network at equal weights; ``act="relu"`` builds the ReLU variant this
+library used before (a different network: its logits differ at equal weights).
+
 Channel groups: ``stem`` and ``c1`` ... ``c13`` (the pointwise conv outputs; each depthwise conv
 follows its input group). Width rule: make_divisible(c * w, 8). Small inputs (< 128 px) use
 stride 1 in the stem and in the first stride-2 block, so 32x32 ends at 4x4.
@@ -16,24 +25,32 @@ STEM = 32
 # (pointwise output channels, depthwise stride)
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
 
 class MobileNetV1(SlimNet):
     model_name = "mobilenet_v1"
+
+    def __init__(self, act: str = "relu6", **kwargs):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"MobileNet v1 act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+        super().__init__(act=act, **kwargs)   # recorded in the arch: configs and children keep it
 
     @staticmethod
     def channel_groups(max_width, min_width, **_):
         named = [("stem", STEM)] + [(f"c{i}", c) for i, (c, _s) in enumerate(BLOCKS, start=1)]
         return [ChannelGroup(n, c, make_divisible(c * max_width), make_divisible(c * min_width)) for n, c in named]
 
-    def build(self, L, num_classes, in_channels, input_size, **_):
+    def build(self, L, num_classes, in_channels, input_size, act, **_):
+        act = ACTIVATIONS[act]
         small = small_input(input_size)
-        layers = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2)]
+        layers = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2, act=act)]
         prev, first_stride2 = "stem", True
         for i, (_c, s) in enumerate(BLOCKS, start=1):
             if small and s == 2 and first_stride2:
                 s, first_stride2 = 1, False
-            layers.append(nn.Sequential(L.conv_bn(prev, prev, 3, s, depthwise=True), L.conv_bn(prev, f"c{i}", 1)))
+            layers.append(nn.Sequential(L.conv_bn(prev, prev, 3, s, act=act, depthwise=True),
+                                        L.conv_bn(prev, f"c{i}", 1, act=act)))
             prev = f"c{i}"
         self.features = nn.Sequential(*layers)
         self.pool = L.global_pool(prev)

@@ -6,15 +6,32 @@ first 1x1 conv of stage 2 is dense (its input, the stem, is narrow).
 
 Channel groups (every count a multiple of g, so group convs and the shuffle stay valid):
 ``stem``; ``s2``, ``s3``, ``s4``, the channels each stage's first (concatenating) unit adds, so a
-stage's output is the tuple ref ("stem", "s2", ...) summed; ``b<k>.mid``, each unit's
-bottleneck width (a quarter of the unit's output at width 1.0). Small inputs (< 128 px) use a
-stride-1 stem and no max-pool.
+stage's output concatenates ("stem", "s2", ...); ``b<k>.mid``, each unit's bottleneck width (a
+quarter of the unit's output at width 1.0). Small inputs (< 128 px) use a stride-1 stem and no
+max-pool.
+
+**Coherent weight sharing.** Every tensor is laid out per group (``PerGroup``): g blocks, block
+``i`` holding group ``i``'s share of each part, and a config keeps the leading channels of each
+share. So a grouped conv's group ``i`` always reads and writes the same channels, each group
+using its own leading channels; a stride-2 unit concatenates group by group (block ``i`` of the
+output is block ``i`` of the shortcut, then block ``i`` of the branch); BN, pooling and the
+classifier index their parameters by the same places. The channel shuffle must keep coherence
+too: a channel's place in its group (its *level*) decides which configs have it, so the shuffle
+keeps every channel's level and moves level ``j`` of group ``i`` to group ``(i + j) mod g``. Each
+group of the next conv thus reads from every group of the previous one; when a group's channel
+count is a multiple of g it reads the same number from each, as ShuffleNet's transpose shuffle
+does (the two then differ only by an order of channels within groups). At the max config every
+slice is the full tensor; at other configs the grouped layers gather their active weights
+(``index_select``).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn as nn
 
+from ..nn import PerGroup
 from ..space import ChannelGroup, make_divisible
 from .base import SlimNet, small_input
 
@@ -23,9 +40,30 @@ REPEATS = (4, 8, 4)
 STEM = 24
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+@functools.lru_cache(maxsize=256)
+def _shuffle_index(channels: int, groups: int, device: torch.device) -> torch.Tensor:
+    if channels % groups:
+        raise ValueError(f"channel shuffle: {channels} channels do not split into {groups} groups")
+    per = channels // groups
+    target_group = torch.arange(groups).repeat_interleave(per)    # output place k * per + j ...
+    level = torch.arange(per).repeat(groups)
+    source_group = (target_group - level) % groups                # ... reads group (k - j) mod g, level j
+    return (source_group * per + level).to(device)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int, channels: int | None = None) -> torch.Tensor:
+    """Shuffle a per-group tensor between groups, keeping every channel's level: level ``j`` of
+    group ``i`` moves to group ``(i + j) mod groups``, level ``j``. ``channels`` (``x``'s channel
+    count, known to the caller) keeps shape reads out of traced graphs (TorchScript / ONNX)."""
+    channels = x.shape[1] if channels is None else channels
+    return x.index_select(1, _shuffle_index(channels, groups, x.device))
+
+
+def cat_per_group(tensors: list[torch.Tensor], groups: int) -> torch.Tensor:
+    """Concatenate per-group tensors group by group: block ``i`` of the result is block ``i`` of
+    each input in order."""
+    n, _, h, w = tensors[0].shape
+    return torch.cat([t.reshape(n, groups, -1, h, w) for t in tensors], 2).reshape(n, -1, h, w)
 
 
 class ShuffleUnit(nn.Module):
@@ -39,10 +77,12 @@ class ShuffleUnit(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(self.depthwise(channel_shuffle(self.reduce(x), self.groups)))
+        conv = self.reduce[0]      # its active output count: a plain int in supernet and child
+        mid = getattr(conv, "active_out", conv.out_channels)
+        y = self.expand(self.depthwise(channel_shuffle(self.reduce(x), self.groups, mid)))
         if self.shortcut is None:
             return self.relu(x + y)
-        return self.relu(torch.cat([self.shortcut(x), y], 1))
+        return self.relu(cat_per_group([self.shortcut(x), y], self.groups))
 
 
 class ShuffleNetV1(SlimNet):
@@ -57,7 +97,7 @@ class ShuffleNetV1(SlimNet):
     def channel_groups(groups, max_width, min_width, **_):
         def group(name, c):
             return ChannelGroup(name, c, make_divisible(c * max_width, groups), make_divisible(c * min_width, groups),
-                                divisor=groups)
+                                divisor=groups, multiple_of=groups)
 
         out = [group("stem", STEM)]
         prev_c, k = STEM, 0
@@ -70,29 +110,28 @@ class ShuffleNetV1(SlimNet):
         return out
 
     def build(self, L, groups, num_classes, in_channels, input_size, **_):
+        def per_group(*parts):
+            return PerGroup(parts, groups)
+
         small = small_input(input_size)
-        stem = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2)]
+        stem = [L.conv_bn(in_channels, per_group("stem"), 3, 1 if small else 2)]
         if not small:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
         units, prev, k = [], ("stem",), 0
         for i, n in enumerate(REPEATS, start=2):
-            out_ref = prev + (f"s{i}",)
+            out = prev + (f"s{i}",)
             for j in range(n):
                 k += 1
                 first = j == 0
                 units.append(ShuffleUnit(
-                    L, _ref(prev if first else out_ref), _ref(out_ref), f"s{i}" if first else _ref(out_ref),
-                    f"b{k}.mid", 2 if first else 1, groups, 1 if (i == 2 and first) else groups))
-            prev = out_ref
+                    L, per_group(*(prev if first else out)), per_group(*out),
+                    per_group(f"s{i}") if first else per_group(*out), per_group(f"b{k}.mid"),
+                    2 if first else 1, groups, 1 if (i == 2 and first) else groups))
+            prev = out
         self.units = nn.Sequential(*units)
-        self.pool = L.global_pool(_ref(prev))
-        self.fc = L.linear(_ref(prev), num_classes)
+        self.pool = L.global_pool(per_group(*prev))
+        self.fc = L.linear(per_group(*prev), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.units(self.stem(x))), 1))
-
-
-def _ref(groups: tuple):
-    """A one-group tuple is just that group's name."""
-    return groups[0] if len(groups) == 1 else groups
