@@ -13,7 +13,7 @@ ratio supernet / child is the price of slicing; the target is <= 1.10 at every w
 
 ``--parts depthwise`` times every depthwise conv shape of the model at max width, forward +
 backward, with PyTorch's kernel (``F.conv2d``) against ``slimnet.ops.depthwise_conv2d`` (its tap
-weight gradient for outputs of at most ``TAP_MAX_POSITIONS`` positions), interleaved.
+weight gradient for inputs of at most ``TAP_MAX_POSITIONS`` positions), interleaved.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 about as much at a 1x1 or 2x2 output as at 14x14 (measured here with PyTorch 2.14 on an AVX-512
 EPYC: 31-41 ms for a (128, 960, 1, 1) input whose forward takes 0.5 ms). MobileNets on 28-32 px
 inputs with ImageNet strides end at such maps, in their widest layers, where this one gradient was
-about two thirds of a whole training step. For outputs of at most :data:`TAP_MAX_POSITIONS`
+about two thirds of a whole training step. The slow case is a tiny *input* map (a 4x4 input with
+stride 2, whose output is 2x2, is fast); for inputs of at most :data:`TAP_MAX_POSITIONS`
 positions, :func:`depthwise_conv2d` computes the weight gradient as one reduction per kernel tap
 (``sum over n, y, x of go * x_shifted``) instead, and the input gradient with PyTorch's own
 kernel; ``python bench/bench_ops.py --parts depthwise`` measures both. Everywhere else (larger maps,
@@ -19,7 +20,7 @@ from torch.nn.modules.utils import _pair
 
 __all__ = ["TAP_MAX_POSITIONS", "DepthwiseConv2d", "depthwise_conv2d", "use_fast_depthwise_"]
 
-TAP_MAX_POSITIONS = 4   # output H*W at or below which the tap gradient wins on CPU (measured)
+TAP_MAX_POSITIONS = 4   # input H*W at or below which the tap gradient wins on CPU (measured)
 
 
 class _DepthwiseTapGrad(torch.autograd.Function):
@@ -56,14 +57,6 @@ class _DepthwiseTapGrad(torch.autograd.Function):
         return grad_x, grad_w, None, None, None
 
 
-def _out_positions(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> int:
-    h, w = x.shape[-2:]
-    kh, kw = weight.shape[-2:]
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return ho * wo
-
-
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=1, padding=0,
                      dilation=1) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride, padding, dilation, groups=channels)``, with the tap
@@ -71,7 +64,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     use_taps = (x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled()
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-                and _out_positions(x, weight, stride, padding, dilation) <= TAP_MAX_POSITIONS)
+                and x.shape[-2] * x.shape[-1] <= TAP_MAX_POSITIONS)
     if not use_taps:
         return F.conv2d(x, weight, bias, stride, padding, dilation, weight.shape[0])
     out = _DepthwiseTapGrad.apply(x, weight, stride, padding, dilation)

@@ -29,12 +29,14 @@ def test_tap_gradient_equals_conv2d(size, stride, padding, dilation, kernel, cha
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_depthwise_conv2d_takes_the_tap_path_only_for_tiny_outputs():
+def test_depthwise_conv2d_takes_the_tap_path_only_for_tiny_inputs():
     w = torch.randn(8, 1, 3, 3, requires_grad=True)
     bias = torch.randn(8, requires_grad=True)
     tiny, big = torch.randn(2, 8, 2, 2), torch.randn(2, 8, 6, 6)
     assert depthwise_conv2d(tiny, w, None, 1, 1).grad_fn.name().startswith("_DepthwiseTapGrad")
     assert "Convolution" in depthwise_conv2d(big, w, None, 1, 1).grad_fn.name()
+    four = torch.randn(2, 8, 4, 4)          # 2x2 output, but PyTorch's kernel is fast for a 4x4 input
+    assert "Convolution" in depthwise_conv2d(four, w, None, 2, 1).grad_fn.name()
     with torch.no_grad():
         assert depthwise_conv2d(tiny, w, None, 1, 1).grad_fn is None
     out = depthwise_conv2d(tiny, w, bias, 1, 1)
