@@ -1,8 +1,10 @@
-"""Small shared helpers: device choice and atomic file writes."""
+"""Small shared helpers: device choice, atomic file writes and safe loading."""
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
 
 import torch
 
@@ -51,3 +53,31 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def safe_torch_load(path: str | os.PathLike, what: str, map_location="cpu", hint: str = ""):
+    """``torch.load(path, weights_only=True)`` with one-line errors: a folder, a missing file,
+    garbage or a truncated file, and a pickle payload (refused before anything in it runs: only
+    tensors, numbers, strings and containers are unpickled) all raise ValueError /
+    FileNotFoundError naming ``path`` and ``what`` was expected."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; give the {what}" + (f" ({hint})" if hint else ""))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist (expected a {what})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        name = m.group(1) if m else None
+        if name and name.startswith("numpy"):
+            why = (f"it holds a pickled numpy object ({name}), as last.pt files of slimnet before checkpoints became "
+                   "weights-only did; slimnet does not unpickle objects: start that run over with --fresh")
+        elif name:
+            why = f"it holds a pickled Python object ({name}) that a {what.split(' (')[0]} never contains"
+        else:
+            why = f"it holds pickled data that a {what.split(' (')[0]} never contains"
+        raise ValueError(f"{path} is not a {what}: {why}. It was not loaded (loading it could run code)") from None
+    except Exception as e:  # corrupt, truncated or foreign files
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} could not be read as a {what} (corrupt, truncated or another kind of file: "
+                         f"{first})") from None
