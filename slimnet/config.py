@@ -158,7 +158,8 @@ def _read_yaml(path: str) -> dict:
         raise ConfigError(f"config file {path} is a folder; give an experiment YAML file "
                           "(e.g. configs/fashion_mnist/quickstart.yaml)")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is not a regular file" if os.path.exists(path) else "does not exist"
+        raise ConfigError(f"config file {path} {what}; give an experiment YAML file")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)

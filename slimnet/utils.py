@@ -184,6 +184,6 @@ def safe_torch_load(path: str | os.PathLike, what: str, map_location="cpu", hint
             why = f"it holds a pickled Python object ({name}) that a {what.split(' (')[0]} never contains"
         raise ValueError(f"{path} is not a {what}: {why}. It was not loaded (loading it could run code)") from None
     except Exception as e:  # corrupt, truncated or foreign files
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} could not be read as a {what} (corrupt, truncated or another kind of file: "
                          f"{first})") from None

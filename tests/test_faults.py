@@ -273,6 +273,7 @@ def test_fresh_run_replaces_previous_only_after_its_first_checkpoint(tmp_path, n
     (["evaluate", "--checkpoint", "x.pt", "--test-subset", "0"], "--test-subset must be a positive integer"),
     (["calibrate", "--checkpoint", "x.pt", "--width", "0.5", "--batch-size", "-2"], "--batch-size"),
     (["profile", "--model", "resnet20", "--width", "0.5", "--latency", "--batch-size", "0"], "--batch-size"),
+    (["profile", "--model", "resnet20", "--width", "0.5", "--max-width", "0"], "--max-width must be a positive"),
     (["export", "--checkpoint", "x.pt", "--width", "0.5", "--out", "o", "--name", "../../x"], "--name must be a plain"),
     (["export", "--checkpoint", "x.pt", "--width", "0.5", "--out", "o", "--name", "a/b"], "--name must be a plain"),
 ])

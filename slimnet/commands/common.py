@@ -22,6 +22,8 @@ def parse_count(text: str) -> int:
     value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
     if value <= 0:
         raise argparse.ArgumentTypeError(f"count must be positive, got {text!r}")
+    if round(value) < 1:
+        raise argparse.ArgumentTypeError(f"count {text!r} rounds to 0; give at least 1")
     return int(round(value))
 
 

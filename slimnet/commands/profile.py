@@ -32,6 +32,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     check_counts(args, batch_size=1)   # the model checks input_size, num_classes, in_channels
+    if args.max_width is not None and not args.max_width > 0:
+        raise ConfigError(f"--max-width must be a positive number, got {args.max_width}")
     max_width = args.max_width
     data = {}
     if args.channels:
