@@ -455,7 +455,9 @@ def build_data(name: str, root: str | None = None, *, input_size: int | None = N
 
     Args:
         name: one of :data:`DATASETS` (``"imagenet"`` is an alias of ``"imagefolder"``).
-        root: data directory (see the per-dataset loaders for the expected layout).
+        root: data directory (see the per-dataset loaders for the expected layout). A root that
+            does not exist is an error (unless ``download``); only Fashion-MNIST without a root
+            reads the system's copy. ``DataBundle.root`` is the folder actually read.
         input_size: side of the square network input; defaults to the native size
             (28 Fashion-MNIST, 32 CIFAR, 224 imagefolder). A non-native size for
             Fashion-MNIST/CIFAR adds a Resize.

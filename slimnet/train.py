@@ -595,8 +595,9 @@ def train(cfg: Config | str, *, resume: bool | str | None = None, fresh: bool = 
     """Train the experiment ``cfg`` (a validated :class:`slimnet.config.Config`, or a YAML path).
 
     ``resume``: None resumes automatically when ``<output_dir>/last.pt`` exists (unless
-    ``fresh``); True requires it; a path resumes from that checkpoint. ``fresh`` ignores (and
-    overwrites) an existing run. Returns a summary dict: output_dir, last (path), best
+    ``fresh``); True requires it; a path resumes from that checkpoint. ``fresh`` ignores an
+    existing run and replaces it once this run has written its first good checkpoint (its
+    outputs wait in ``<output_dir>/.replaced/`` and come back if this run stops before). Returns a summary dict: output_dir, last (path), best
     ({top1, epoch, label}), eval (the last evaluation per width), step, epochs, model (the trained,
     unwrapped network).
     Under ``torchrun`` each process calls this; only rank 0 writes files and logs.
