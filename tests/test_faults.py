@@ -169,8 +169,8 @@ def test_nonfinite_weights_never_reach_a_checkpoint(tmp_path, noise_data, monkey
     from slimnet.train import TrainingDiverged, train
     real = engine.train_step
 
-    def poisoned(model, raw, configs, images, targets, cfg, scaler, autocast, step, *rest):
-        losses = real(model, raw, configs, images, targets, cfg, scaler, autocast, step, *rest)
+    def poisoned(model, raw, configs, images, targets, cfg, scaler, autocast, step, *rest, **kw):
+        losses = real(model, raw, configs, images, targets, cfg, scaler, autocast, step, *rest, **kw)
         if step == 3:
             next(raw.parameters()).grad.fill_(float("inf"))
         return losses
