@@ -1,5 +1,6 @@
 """slimnet: slimmable networks, universally slimmable training, AutoSlim search and export."""
 from .calibrate import calibrate_bn
+from .checkpoint import load_supernet, save_checkpoint
 from .export import export, load_child, save_child
 from .models import MODELS, SlimNet, build
 from .profile import Cost, measure_latency, profile
@@ -7,4 +8,5 @@ from .space import ChannelConfig, ChannelGroup, ChannelSpace, ConfigError, make_
 
 __version__ = "0.1.0"
 __all__ = ["build", "calibrate_bn", "MODELS", "SlimNet", "profile", "Cost", "measure_latency", "export", "save_child",
-           "load_child", "ChannelConfig", "ChannelGroup", "ChannelSpace", "ConfigError", "make_divisible"]
+           "load_child", "load_supernet", "save_checkpoint", "ChannelConfig", "ChannelGroup", "ChannelSpace",
+           "ConfigError", "make_divisible"]

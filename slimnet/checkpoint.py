@@ -8,17 +8,30 @@ A checkpoint is a dict saved atomically with ``torch.save``::
      "config": {...resolved experiment config...},
      "epoch": int, "step": int, ...       # training state (optimizer, scheduler, rng, ...) when saved by training
     }
+
+Everything in it is a tensor, number, string, bool, None, list, tuple or dict (RNG states too:
+see ``slimnet.train``), so it loads with ``torch.load(weights_only=True)``: no class is
+unpickled and a file carrying a pickle payload is refused before anything in it runs.
+``save_checkpoint`` refuses other types (a programming error caught at save time, not at resume)
+and non-finite values (a diverged model is never written).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
+import numpy as np
 import torch
 
 from .models import SlimNet, build
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, safe_torch_load
 
 FORMAT = "slimnet-ckpt-v1"
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+class NonFiniteError(ValueError):
+    """A model whose parameters or buffers hold NaN / inf: it is never written to a checkpoint."""
 
 
 def model_spec(net: SlimNet) -> dict:
@@ -35,19 +48,50 @@ def model_spec(net: SlimNet) -> dict:
     return {"name": net.space.model, "kwargs": kwargs}
 
 
+def plain(obj, where: str = "checkpoint"):
+    """``obj`` with numpy scalars turned into Python numbers; TypeError (naming the entry) for
+    anything ``torch.load(weights_only=True)`` would not read back."""
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return obj
+    if isinstance(obj, np.generic) and np.ndim(obj) == 0 and isinstance(obj.item(), _PLAIN):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return (list if isinstance(obj, list) else tuple)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    raise TypeError(f"{where}: {type(obj).__name__} cannot be stored in a slimnet checkpoint (tensors, numbers, "
+                    "strings, lists, tuples and dicts only, so that it loads with weights_only=True)")
+
+
+def nonfinite_entries(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or inf (one host sync)."""
+    names = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(state[k]).all().to("cpu", non_blocking=True) for k in names])
+    if bool(flags.all()):
+        return []
+    return [k for k, ok in zip(names, flags.tolist()) if not ok]
+
+
 def save_checkpoint(path: str | os.PathLike, net: SlimNet, **extra) -> None:
-    """Atomically write ``net`` (unwrapped from DDP/compile by the caller) plus ``extra`` entries."""
-    state = {"format": FORMAT, "model": model_spec(net), "model_state": net.state_dict(), **extra}
+    """Atomically write ``net`` (unwrapped from DDP/compile by the caller) plus ``extra`` entries.
+    Raises :class:`NonFiniteError` (writing nothing) when the model holds NaN / inf."""
+    model_state = net.state_dict()
+    bad = nonfinite_entries(model_state)
+    if bad:
+        raise NonFiniteError(f"not writing {path}: the model holds non-finite values in {len(bad)} tensor(s) "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    state = {"format": FORMAT, "model": model_spec(net), "model_state": model_state,
+             **plain(extra, "checkpoint entry")}
     atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # corrupt or foreign files
-        raise ValueError(f"{path} could not be read as a checkpoint: {e}") from None
+    """Read a supernet checkpoint with ``torch.load(weights_only=True)``: a file that is not one
+    (including a pickle payload that would run code) raises ValueError; nothing in it runs."""
+    ckpt = safe_torch_load(path, "slimnet supernet checkpoint", map_location,
+                           hint=f"e.g. {os.path.join(os.fspath(path), 'best.pt')}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         hint = " (an exported child: use slimnet.load_child)" if isinstance(ckpt, dict) and \
             ckpt.get("format") == "slimnet-child-v1" else ""
@@ -62,3 +106,18 @@ def load_supernet(path: str | os.PathLike, map_location="cpu") -> tuple[SlimNet,
     net = build(spec["name"], **spec["kwargs"])
     net.load_state_dict(ckpt["model_state"])
     return net.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu"), ckpt
+
+
+def weights_fingerprint(net) -> str:
+    """A hash of what a search depends on: every parameter and BN buffer of ``net`` (names, shapes,
+    dtypes, values), except per-config calibrated statistics (``stats_<key>_*``). Calibrating
+    a config adds those without changing anything a search computes; training changes the
+    parameters (and a shared-BN net's running statistics), so the fingerprint."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        if ".stats_" in name or name.startswith("stats_"):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 COMMANDS = {
@@ -38,15 +39,29 @@ def main(argv=None, prog: str = "slimnet") -> int:
     return run_tool(args._run, args)
 
 
+def error_line(e: BaseException) -> str:
+    """The one line a user error prints: an OSError from the system (full disk, read-only folder,
+    a file in the way) described with its path; an error re-raised from a DataLoader worker by
+    its original message; a KeyError without quotes."""
+    from .utils import describe_os_error
+
+    if isinstance(e, OSError) and e.errno is not None:
+        return describe_os_error(e)
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "Original Traceback" in msg:      # torch.utils.data's worker wrapper: keep the original message
+        last = msg.strip().splitlines()[-1]
+        msg = re.sub(r"^[\w.]*(Error|Exception): ", "", last)
+    return " ".join(msg.split()) if "\n" in msg else msg
+
+
 def run_tool(run, args) -> int:
     """Run a subcommand; expected user errors print one clear line instead of a traceback."""
     try:
         return int(run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
         if getattr(args, "debug", False):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"{args.command}: error: {msg}", file=sys.stderr)
+        print(f"{args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -154,13 +154,17 @@ class Config:
 # Reading YAML, bases and overrides
 # --------------------------------------------------------------------------------------------
 def _read_yaml(path: str) -> dict:
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder; give an experiment YAML file "
+                          "(e.g. configs/fashion_mnist/quickstart.yaml)")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is not a regular file" if os.path.exists(path) else "does not exist"
+        raise ConfigError(f"config file {path} {what}; give an experiment YAML file")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -360,6 +364,10 @@ def resolve_path(path: str, source: str | None, key: str) -> str:
     for c in candidates:
         if os.path.isfile(c):
             return os.path.abspath(c)
+    folders = [c for c in candidates if os.path.isdir(c)]
+    if folders:
+        raise ConfigError(f"{key}: {os.path.abspath(folders[0])} is a folder; give a channel JSON file "
+                          "(e.g. autoslim_150M.json)")
     raise ConfigError(f"{key}: file {path!r} not found (looked at {', '.join(map(os.path.abspath, candidates))})")
 
 
@@ -414,6 +422,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
     if d.root is not None:
         d.root = os.path.abspath(os.path.expanduser(d.root))
 
+    _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")   # before what is relative to it
     _choice("optim.name", o.name, ("sgd", "adamw"))
     _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", f"must be positive, got {o.lr}")
     _check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
@@ -431,7 +440,6 @@ def validate(cfg: Config, source: str | None = None) -> None:
     _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "must be positive or null")
 
     _choice("train.mode", t.mode, MODES)
-    _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.num_random >= 0, "train.num_random", f"must be >= 0, got {t.num_random}")
     _choice("train.distill", t.distill, DISTILL_KINDS + ("none",))
     _check(t.temperature > 0, "train.temperature", f"must be > 0, got {t.temperature}")

@@ -159,6 +159,7 @@ class DataBundle:
     # (train, eval) transforms of whole batches when every split is a uint8 tensor in memory
     # (Fashion-MNIST, CIFAR): the training loaders then keep the pixels on the device.
     batch_transforms: tuple[BatchTransform, BatchTransform] | None = None
+    root: str | None = None      # the folder the data was read from (the system's Fashion-MNIST when root=None)
 
 
 # --------------------------------------------------------------------------- #
@@ -210,12 +211,12 @@ def _find_idx_file(directory: Path, stem: str) -> Path | None:
 
 
 def _fashion_mnist_search_dirs(root: str | None) -> list[Path]:
-    dirs = []
+    """A given root and its usual sub-folders only (never a silent fallback elsewhere); the
+    system's copy when no root is given."""
     if root is not None:
         r = Path(root).expanduser()
-        dirs += [r, r / "FashionMNIST" / "raw", r / "fashion-mnist"]
-    dirs.append(Path(FASHION_MNIST_SYSTEM_DIR))
-    return dirs
+        return [r, r / "FashionMNIST" / "raw", r / "fashion-mnist"]
+    return [Path(FASHION_MNIST_SYSTEM_DIR)]
 
 
 def _locate_fashion_mnist(root: str | None) -> dict[str, Path] | None:
@@ -228,18 +229,17 @@ def _locate_fashion_mnist(root: str | None) -> dict[str, Path] | None:
 
 
 def _fashion_mnist_missing_error(root: str | None) -> FileNotFoundError:
-    searched = "\n".join(f"  - {d}" for d in _fashion_mnist_search_dirs(root))
+    searched = ", ".join(str(d) for d in _fashion_mnist_search_dirs(root))
     names = ", ".join(f"{s}[.gz]" for s in FASHION_MNIST_FILES.values())
     return FileNotFoundError(
-        "Fashion-MNIST not found. Looked for all of\n"
-        f"  {names}\nin these directories, in order:\n{searched}\n"
-        "To get the data: `apt-get install dataset-fashion-mnist` (installs it in "
-        f"{FASHION_MNIST_SYSTEM_DIR}), or set `data.download: true` (download=True) on a machine "
-        "with internet access, or copy the four IDX files into `root`."
+        f"Fashion-MNIST not found: looked for all of {names} in {searched}. To get the data: `apt-get install "
+        f"dataset-fashion-mnist` (installs it in {FASHION_MNIST_SYSTEM_DIR}, used when no root is given), or set "
+        "`data.download: true` (download=True) on a machine with internet access, or copy the four IDX files "
+        "into `root`."
     )
 
 
-def _load_fashion_mnist(root: str | None, download: bool) -> tuple[TensorImages, TensorImages]:
+def _load_fashion_mnist(root: str | None, download: bool) -> tuple[TensorImages, TensorImages, str]:
     files = _locate_fashion_mnist(root)
     if files is None and download:
         if root is None:
@@ -263,7 +263,8 @@ def _load_fashion_mnist(root: str | None, download: bool) -> tuple[TensorImages,
         return TensorImages(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long(),
                             FASHION_MNIST_CLASSES)
 
-    return split("train_images", "train_labels"), split("test_images", "test_labels")
+    used = str(Path(root).expanduser().resolve()) if root is not None else str(files["train_images"].parent)
+    return split("train_images", "train_labels"), split("test_images", "test_labels"), used
 
 
 # --------------------------------------------------------------------------- #
@@ -308,6 +309,18 @@ def _class_dirs(directory: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(directory) if e.is_dir())
 
 
+def read_image(path: str):
+    """ImageFolder's loader (RGB PIL image) with an error that names an unreadable file."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:   # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"imagefolder: cannot read image {path} ({' '.join(str(e).split())}); remove or replace "
+                         "the file") from None
+
+
 def _load_imagefolder(root: str | None) -> tuple[Dataset, Dataset]:
     from torchvision.datasets import ImageFolder
 
@@ -321,7 +334,7 @@ def _load_imagefolder(root: str | None) -> tuple[Dataset, Dataset]:
                                     f"and {root_path}/val/<class>/<img>")
         if not _class_dirs(d):
             raise FileNotFoundError(f"imagefolder: {d} has no class sub-directories; expected {d}/<class>/<img>")
-    train, val = ImageFolder(str(root_path / "train")), ImageFolder(str(root_path / "val"))
+    train, val = (ImageFolder(str(root_path / split), loader=read_image) for split in ("train", "val"))
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
@@ -442,7 +455,9 @@ def build_data(name: str, root: str | None = None, *, input_size: int | None = N
 
     Args:
         name: one of :data:`DATASETS` (``"imagenet"`` is an alias of ``"imagefolder"``).
-        root: data directory (see the per-dataset loaders for the expected layout).
+        root: data directory (see the per-dataset loaders for the expected layout). A root that
+            does not exist is an error (unless ``download``); only Fashion-MNIST without a root
+            reads the system's copy. ``DataBundle.root`` is the folder actually read.
         input_size: side of the square network input; defaults to the native size
             (28 Fashion-MNIST, 32 CIFAR, 224 imagefolder). A non-native size for
             Fashion-MNIST/CIFAR adds a Resize.
@@ -457,8 +472,13 @@ def build_data(name: str, root: str | None = None, *, input_size: int | None = N
             seeded by ``heldout_seed``) of train / test, for quick runs and tests.
     """
     key = canonical_name(name)
+    if root is not None and not download and not Path(root).expanduser().is_dir():
+        what = "is a file, not a folder" if Path(root).expanduser().exists() else "does not exist"
+        unset = " (leave it unset for the system's Fashion-MNIST)" if key == "fashion_mnist" else ""
+        raise FileNotFoundError(f"data root {root} {what}: give the folder that holds the {key} files{unset}")
+    used_root = str(Path(root).expanduser().resolve()) if root is not None else None
     if key == "fashion_mnist":
-        train_base, test_base = _load_fashion_mnist(root, download)
+        train_base, test_base, used_root = _load_fashion_mnist(root, download)
         in_channels = 1
     elif key in ("cifar10", "cifar100"):
         train_base, test_base = _load_cifar(key, root, download)
@@ -490,7 +510,7 @@ def build_data(name: str, root: str | None = None, *, input_size: int | None = N
     batch_tfs = build_batch_transforms(key, size, augment) if isinstance(train_base, TensorImages) else None
     return DataBundle(train=train, heldout=heldout, calib=calib, test=test,
                       num_classes=len(train_base.classes), in_channels=in_channels, input_size=size,
-                      batch_transforms=batch_tfs)
+                      batch_transforms=batch_tfs, root=used_root)
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 2, distributed: bool = False,

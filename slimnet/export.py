@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .models import SlimNet, build
 from .nn import SlimModule
-from .utils import atomic_path, atomic_torch_save, atomic_write_text
+from .utils import atomic_path, atomic_torch_save, atomic_write_text, safe_torch_load
 
 
 @torch.no_grad()
@@ -57,9 +57,12 @@ def save_child(child: SlimNet, path: str | os.PathLike) -> None:
 
 def load_child(path: str | os.PathLike, map_location="cpu") -> SlimNet:
     """Rebuild a child saved by ``save_child`` (no pickled classes involved) in eval mode."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = safe_torch_load(path, "slimnet child file (written by slimnet export / save_child)", map_location,
+                           hint=f"e.g. {os.path.join(os.fspath(path), 'child.pt')}")
     if not isinstance(blob, dict) or blob.get("format") != "slimnet-child-v1":
-        raise ValueError(f"{path} is not a slimnet child file (written by slimnet.save_child)")
+        hint = " (it is a supernet checkpoint: use --checkpoint / load_supernet)" if isinstance(blob, dict) and \
+            blob.get("format") == "slimnet-ckpt-v1" else ""
+        raise ValueError(f"{path} is not a slimnet child file (written by slimnet export / save_child){hint}")
     config = dict(blob["config"])
     name = config.pop("model")
     channels = config.pop("channels")

@@ -43,7 +43,10 @@ under it. Measurements are cached per config and kept in the trajectory (``laten
 resumed search does not re-measure what it already has; they are only as stable as the machine.
 
 The search writes its state after every step (atomically); ``resume=True`` continues a killed
-search where it stopped and yields the same trajectory as an uninterrupted run.
+search where it stopped and yields the same trajectory as an uninterrupted run. The state is keyed
+on the supernet's weights (``slimnet.checkpoint.weights_fingerprint``: parameters and BN buffers,
+not per-config calibrated statistics) as well as on the model, budgets and options: a state whose
+supernet was trained further or replaced is not resumed, the search starts afresh (and says why).
 """
 from __future__ import annotations
 
@@ -61,10 +64,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import weights_fingerprint
 from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator, PerGroup, ref_groups
 from .profile import format_count, measure_latency, profile
 from .space import ChannelConfig
-from .utils import atomic_write_text
+from .utils import atomic_write_text, json_safe
 
 BN_SCORING = ("batch", "recalibrate", "subset")
 DEFAULT_PRESCREEN = 500       # images (off when the held-out set is not larger); bench/bench_search.py part "agreement"
@@ -72,7 +76,7 @@ DEFAULT_LEADERS = 3
 DEFAULT_REMOVALS = "auto"     # "auto" (batched greedy far from the budgets) or 1 (exact one-step greedy)
 DEFAULT_REMOVAL_RATE = 0.1    # "auto": one iteration removes at most this fraction of the MACs distance to the smallest budget
 DEFAULT_BN = "batch"          # measured in bench/bench_search.py (see docs/RESULTS.md)
-STATE_VERSION = 1
+STATE_VERSION = 2             # 2: settings carry the supernet's weights fingerprint
 
 
 class SearchError(ValueError):
@@ -115,8 +119,11 @@ def _short(n: int) -> str:
 def make_budgets(flops: Sequence[int] = (), params: Sequence[int] = (),
                  latency_ms: Sequence[float] = ()) -> list[Budget]:
     for v in latency_ms:
-        if not v > 0:
+        if not (v > 0 and math.isfinite(v)):
             raise SearchError(f"latency budget must be a positive number of milliseconds, got {v}")
+        if round(v * 1000) < 1:
+            raise SearchError(f"latency budget {v} ms rounds to 0 microseconds (latencies are kept in whole "
+                              "microseconds): give at least 0.001 ms")
     budgets = ([Budget("macs", int(v)) for v in flops] + [Budget("params", int(v)) for v in params]
                + [Budget("latency", int(round(v * 1000))) for v in latency_ms])
     for b in budgets:
@@ -453,6 +460,7 @@ class SearchResult:
 def _settings(net, budgets, n_images, bn, calib_num, n_calib, fraction, batch_size, prescreen, leaders, input_size,
               removals, removal_rate, latency_batch):
     return {"model": net.space.model, "arch": {k: v for k, v in net.arch.items()},
+            "weights": weights_fingerprint(net),
             "groups": {g.name: [g.min, g.max, g.divisor] for g in net.space},
             "budgets": [[b.kind, b.value] for b in budgets], "images": n_images, "bn": bn,
             "calib_images": n_calib if bn != "batch" else 0, "fraction": fraction, "batch_size": batch_size,
@@ -487,9 +495,36 @@ def _batched_picks(cur, cands, ranked, value, pending, rate) -> list[int]:
     return picks or ranked[:1]
 
 
-def _read_state(path):
-    with open(path) as f:
-        return json.load(f)
+def read_state(path) -> dict:
+    """A search state file, or SearchError naming it (truncated, not JSON, not a search state)."""
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SearchError(f"{path} is truncated or not a search state ({e}); run the search with --fresh to start "
+                          "it over (or delete the file)") from None
+    except IsADirectoryError:
+        raise SearchError(f"{path} is a folder, not a search state file; remove it or search with --out "
+                          "elsewhere") from None
+    keys = ("version", "settings", "current", "trajectory", "found", "elapsed_s")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise SearchError(f"{path} is not a complete search state (expected the keys {', '.join(keys)}); run the "
+                          "search with --fresh to start it over (or delete the file)")
+    return state
+
+
+def stale_state(state: dict, fingerprint: str) -> str | None:
+    """Why a saved search state does not belong to the supernet whose ``weights_fingerprint`` is
+    ``fingerprint`` (None when it does): it was trained further or replaced since, or the state
+    predates weight fingerprints."""
+    if state.get("version") != STATE_VERSION:
+        return (f"it was written by another slimnet version (state version {state.get('version')}, now "
+                f"{STATE_VERSION}) without a fingerprint of the supernet's weights")
+    old, now = (state.get("settings") or {}).get("weights"), fingerprint
+    if old != now:
+        return (f"it was searched on other weights (fingerprint {old}, this checkpoint's {now}: the supernet was "
+                "trained further or replaced since)")
+    return None
 
 
 def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Sequence[int] = (),
@@ -523,7 +558,8 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
         removals, removal_rate: ``"auto"``: batched greedy far from the budgets (see the module
             docstring); ``1``: exact one-step greedy.
         state_path, resume: the state file written after every step; with ``resume=True`` and
-            an existing state file the search continues from it.
+            an existing state file of this supernet's weights the search continues from it (a state
+            of other weights is ignored, with a log line; one of other settings raises SearchError).
         max_steps: stop after this many iterations (scoring rounds) in this call (the state file
             allows resuming).
 
@@ -563,11 +599,16 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
     found: dict[str, dict | None] = {b.label: None for b in budgets}
     elapsed0 = 0.0
     cur = space.max()
+    state, reason = None, None
     if resume and state_path and os.path.exists(state_path):
-        state = _read_state(state_path)
-        if state.get("version") != STATE_VERSION or state.get("settings") != settings:
+        state = read_state(state_path)
+        reason = stale_state(state, settings["weights"])
+        if reason is None and state["settings"] != settings:
             raise SearchError(f"{state_path} was written by a search with other settings (model, budgets, "
-                              "images or search options differ); delete it or search without resume")
+                              "images or search options differ); search with --fresh to start over (or delete it)")
+    if reason is not None:
+        log(f"not resuming {state_path}: {reason}; starting the search afresh")
+    elif state is not None:
         trajectory = state["trajectory"]
         found = state["found"]
         elapsed0 = float(state["elapsed_s"])
@@ -606,7 +647,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
             state = {"version": STATE_VERSION, "settings": settings, "current": dict(cur.channels),
                      "trajectory": trajectory, "found": found, "elapsed_s": elapsed(),
                      "finished": all(v is not None for v in found.values())}
-            atomic_write_text(state_path, json.dumps(state) + "\n")
+            atomic_write_text(state_path, json.dumps(json_safe(state), allow_nan=False) + "\n")
 
     def record(row, cfg):
         for b in budgets:
@@ -706,7 +747,7 @@ def write_outputs(result: SearchResult, out_dir: str | os.PathLike, plot: bool =
             cfg.save(p)
             paths[label] = p
     p = os.path.join(out_dir, "autoslim_trajectory.jsonl")
-    atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in result.trajectory))
+    atomic_write_text(p, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in result.trajectory))
     paths["trajectory_jsonl"] = p
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TRAJECTORY_FIELDS, extrasaction="ignore", lineterminator="\n")

@@ -188,20 +188,38 @@ class ChannelSpace:
             if key in data and data[key] != val and key not in ("min_width",):
                 raise ConfigError(f"{source} was made for {key}={data[key]!r}, this model has {key}={val!r}")
 
-    def load(self, path: str | os.PathLike) -> "ChannelConfig":
-        """Read a channel JSON file written by ``ChannelConfig.save`` (or by hand)."""
+    def load(self, path: str | os.PathLike, check_min: bool = True) -> "ChannelConfig":
+        """Read a channel JSON file written by ``ChannelConfig.save`` (or by hand).
+
+        ``check_min``: refuse a config with a group below the space's minimum, i.e. one the
+        supernet never trained (as ``uniform`` refuses a width below ``min_width``). Off where
+        there is no trained range: profiling, a child trained alone, S-Net config lists."""
         data = read_channel_json(path)
         self.check_arch(data, source=str(path))
-        return ChannelConfig(self, data["channels"])
+        cfg = ChannelConfig(self, data["channels"])
+        if check_min:
+            under = [f"{n} {c} < {self.groups[n].min}" for n, c in cfg.channels.items() if c < self.groups[n].min]
+            if under:
+                raise ConfigError(
+                    f"{path} is narrower than this {self.model} supernet was trained (min_width={self.min_width}): "
+                    f"{len(under)} group(s) below their minimum ({', '.join(under[:3])}"
+                    f"{', ...' if len(under) > 3 else ''}); it never trained them. Use a config with every group "
+                    "at or above its minimum (e.g. one searched by slimnet autoslim), or a supernet trained with a "
+                    "lower model.min_width")
+        return cfg
 
 
 def read_channel_json(path: str | os.PathLike) -> dict:
     """The dict of a channel JSON file (model, construction arguments, ``channels``), checked for
     shape only; ``ChannelSpace.load`` validates it against a model."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a folder; give a channel JSON file (e.g. autoslim_150M.json)")
+    if not os.path.isfile(path):
+        raise ConfigError(f"channel JSON {path} does not exist")
     with open(path) as f:
         try:
             data = json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
         raise ConfigError(f"{path}: expected a JSON object with a 'channels' mapping of group -> count")

@@ -49,6 +49,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -61,7 +62,7 @@ import torch.distributed as tdist
 import torch.nn as nn
 
 from .calibrate import calibrate_bn
-from .checkpoint import load_checkpoint, model_spec, save_checkpoint
+from .checkpoint import load_checkpoint, model_spec, nonfinite_entries, save_checkpoint
 from .config import Config, ConfigError, flatten, to_yaml
 from .data import build_data
 from .loaders import Loaders, build_loaders, mix
@@ -72,7 +73,7 @@ from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d
 from .ops import use_fast_depthwise_
 from .profile import profile
 from .space import read_channel_json
-from .utils import atomic_write_text, pick_device
+from .utils import atomic_write_text, check_output_dir, clean_stale_temps, json_safe, pick_device
 
 __all__ = ["train", "TrainingDiverged", "build_model", "WidthSampler", "param_groups", "lr_factor",
            "RESUME_SAFE_KEYS"]
@@ -168,11 +169,11 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, input_size: int
         with torch.device("meta"):
             return build(m.name, **{**arch, **over})
 
-    def resolve(entries, space, key):
+    def resolve(entries, space, key, check_min=False):   # check_min: universal supernets' trained range
         out = []
         for e in entries:
             try:
-                c = space.uniform(e) if isinstance(e, float) else space.load(e)
+                c = space.uniform(e) if isinstance(e, float) else space.load(e, check_min=check_min)
             except ValueError as err:
                 raise ConfigError(f"{key}: {_label(e)}: {err}") from None
             out.append((_label(e), c))
@@ -218,7 +219,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, input_size: int
     net = build(m.name, **arch, bn=m.bn or "universal")
     space = net.space
     if cfg.eval.widths is not None:
-        eval_configs = resolve(cfg.eval.widths, space, "eval.widths")
+        eval_configs = resolve(cfg.eval.widths, space, "eval.widths", check_min=True)
     else:
         hi, lo = space.max_width, space.min_width
         widths = sorted({round(float(w), 3) for w in np.linspace(hi, lo, 4)}, reverse=True)
@@ -327,7 +328,13 @@ def lr_factor(step: int, o, epochs: int, steps_per_epoch: int) -> float:
 # Checkpoint helpers
 # --------------------------------------------------------------------------------------------
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every RNG's state as tensors, numbers and lists (checkpoints load with weights_only=True)."""
+    version, mt, gauss = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": version, "state": list(mt), "gauss": gauss},
+             "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -335,8 +342,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, n = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         with contextlib.suppress(Exception):
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -365,6 +374,90 @@ def check_resume_compatible(ckpt: dict, net, cfg: Config, path: str) -> None:
         shown = "; ".join(problems[:12]) + (f"; ... ({len(problems)} in all)" if len(problems) > 12 else "")
         raise ConfigError(f"cannot resume from {path}: it was made by another model or config. Mismatched keys: "
                           f"{shown}. Use --fresh to start over, or another experiment.name / output_dir.")
+
+
+# --------------------------------------------------------------------------------------------
+# The output folder: a fresh run replaces the previous one only once it has a checkpoint
+# --------------------------------------------------------------------------------------------
+REPLACED = ".replaced"   # the previous run's outputs while a fresh run in the folder has no checkpoint yet
+
+
+def _run_outputs(out_dir: Path) -> list[Path]:
+    """A run's outputs and what was derived from its checkpoints (search results)."""
+    found = [out_dir / n for n in ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "tb")
+             if (out_dir / n).exists()]
+    return found + sorted(p for p in out_dir.glob("autoslim_*") if p.is_file())
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _stage_previous_run(out_dir: Path, log) -> bool:
+    """Move the previous run's outputs aside (``<out>/.replaced/``) before a fresh run starts;
+    True when there was one. Nothing is deleted before the fresh run has a checkpoint."""
+    outputs = _run_outputs(out_dir)
+    if not outputs:
+        return False
+    aside = out_dir / REPLACED
+    aside.mkdir()
+    for p in outputs:
+        os.replace(p, aside / p.name)
+    log(f"moved the previous run's outputs aside to {aside}/ ({', '.join(p.name for p in outputs)}): they come back "
+        "if this run stops before its first checkpoint, and are removed once it has one")
+    return True
+
+
+def _finish_replacing(out_dir: Path, log) -> None:
+    """The fresh run has its first good checkpoint: the previous run's outputs go (saying which)."""
+    aside = out_dir / REPLACED
+    if not aside.is_dir():
+        return
+    names = sorted(p.name for p in aside.iterdir())
+    shutil.rmtree(aside)
+    searched = [n for n in names if n.startswith("autoslim_")]
+    log(f"replaced the previous run in {out_dir}/: removed its " + ", ".join(n for n in names if n not in searched) +
+        (f" and the search results of its supernet ({', '.join(searched)})" if searched else ""))
+    children = sorted(str(p.relative_to(out_dir)) for pattern in ("*.pt", "*/*.pt") for p in out_dir.glob(pattern)
+                      if p.name not in ("last.pt", "best.pt") and p.with_suffix(".json").is_file())
+    if children:
+        log(f"note: {', '.join(children)}: children exported from the previous supernet are kept (standalone models) "
+            "but do not come from this run's checkpoints")
+
+
+def _restore_previous_run(out_dir: Path, log) -> None:
+    """A fresh run stopped (or was killed) before its first checkpoint: its partial outputs go,
+    the previous run's come back."""
+    aside = out_dir / REPLACED
+    if not aside.is_dir() or (out_dir / "last.pt").is_file():
+        return
+    for p in _run_outputs(out_dir):
+        _remove(p)
+    names = []
+    for p in sorted(aside.iterdir()):
+        os.replace(p, out_dir / p.name)
+        names.append(p.name)
+    aside.rmdir()
+    log(f"restored the previous run's outputs in {out_dir}/ ({', '.join(names)}): the run that replaces them "
+        "stopped before writing its first checkpoint")
+
+
+def _recover_output_dir(out_dir: Path, log) -> None:
+    """What a killed run left: stale temporary files go; previous outputs a fresh run had moved
+    aside come back (it had no checkpoint) or go (it had one, killed before removing them)."""
+    if not out_dir.is_dir():
+        return
+    removed = clean_stale_temps(out_dir)
+    if removed:
+        log(f"removed temporary files left by a killed write in {out_dir}/: {', '.join(removed)}")
+    if (out_dir / REPLACED).is_dir():
+        if (out_dir / "last.pt").is_file():
+            _finish_replacing(out_dir, log)
+        else:
+            _restore_previous_run(out_dir, log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,8 +595,9 @@ def train(cfg: Config | str, *, resume: bool | str | None = None, fresh: bool = 
     """Train the experiment ``cfg`` (a validated :class:`slimnet.config.Config`, or a YAML path).
 
     ``resume``: None resumes automatically when ``<output_dir>/last.pt`` exists (unless
-    ``fresh``); True requires it; a path resumes from that checkpoint. ``fresh`` ignores (and
-    overwrites) an existing run. Returns a summary dict: output_dir, last (path), best
+    ``fresh``); True requires it; a path resumes from that checkpoint. ``fresh`` ignores an
+    existing run and replaces it once this run has written its first good checkpoint (its
+    outputs wait in ``<output_dir>/.replaced/`` and come back if this run stops before). Returns a summary dict: output_dir, last (path), best
     ({top1, epoch, label}), eval (the last evaluation per width), step, epochs, model (the trained,
     unwrapped network).
     Under ``torchrun`` each process calls this; only rank 0 writes files and logs.
@@ -516,6 +610,11 @@ def train(cfg: Config | str, *, resume: bool | str | None = None, fresh: bool = 
     dist, device = init_distributed(cfg.experiment.device)
     try:
         return _train(cfg, dist, device, resume, fresh, quiet)
+    except BaseException:
+        if dist.main:   # a fresh run that failed before its first checkpoint: the previous run comes back
+            with contextlib.suppress(Exception):
+                _restore_previous_run(Path(cfg.output_dir()), lambda m: _log(dist, m))
+        raise
     finally:
         if dist.created and tdist.is_initialized():
             tdist.destroy_process_group()
@@ -531,6 +630,11 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
     if t.compile and t.mode in ("universal", "autoslim"):
         raise ConfigError(f"train.compile: torch.compile does not fit {t.mode} mode: every step runs new channel "
                           "counts, so it would recompile every step. It works for fixed and switchable modes.")
+    check_output_dir(out_dir, "experiment.output_dir")
+    if dist.main:
+        _recover_output_dir(out_dir, lambda m: _log(dist, m))
+    if dist.enabled:   # every rank decides about resuming after the recovery
+        tdist.barrier()
     resume_path = None
     if isinstance(resume, str):
         resume_path = resume
@@ -548,6 +652,8 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
     bundle = build_data(d.name, d.root, input_size=d.input_size, heldout_size=d.heldout_size,
                         heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, download=d.download,
                         augment=d.augment, subset=d.subset, test_subset=d.test_subset)
+    if d.root is None and bundle.root is not None:
+        d.root = bundle.root      # config.yaml and the checkpoints record the folder actually read
     torch.manual_seed(cfg.experiment.seed)
     raw, plan = build_model(cfg, bundle.num_classes, bundle.in_channels, bundle.input_size)
     if raw.is_child:   # a plain child's depthwise convs train with slimnet's faster kernel (same state dict)
@@ -608,15 +714,11 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
     autocast = _autocast(device, t.amp)
 
     writer = None
+    replacing = False
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if resume_path is None:
-            for p in (metrics_path, last_path, best_path):
-                if p.exists():
-                    p.unlink()
-            if tb_dir.is_dir():
-                for f in tb_dir.glob("events.out.tfevents.*"):
-                    f.unlink()
+            replacing = _stage_previous_run(out_dir, lambda m: _log(dist, m))
         elif metrics_path.exists():     # drop lines of epochs the checkpoint has not seen
             keep = [ln for ln in metrics_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("epoch", 0) <= start_epoch]
@@ -629,23 +731,49 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
                    f"{len(bundle.train)} training images, {steps_per_epoch} steps/epoch x {t.epochs} epochs, "
                    f"device {device}" + (f" x {dist.world} processes" if ddp else ""))
         _log(dist, f"writing to {out_dir}/: last.pt, best.pt, config.yaml, metrics.jsonl, tb/ (TensorBoard)")
+        if resume_path is not None and start_epoch < t.epochs and (out_dir / "autoslim_state.json").exists():
+            _log(dist, f"note: the search results in {out_dir}/ (autoslim_*) belong to the weights before this run; "
+                       "slimnet autoslim on the new checkpoint starts its search afresh")
 
     labels = widths.labels()
     uniq = list(dict.fromkeys(labels))
     show_bar = not quiet and dist.main and sys.stderr.isatty()
     images_per_step = d.batch_size * dist.world
     results: dict = {}
-    ckpt_meta = {"path": None, "step": None}
+    ckpt_meta = {"path": None, "step": None, "replacing": replacing}
+
+    def kept() -> str:
+        """What is intact when the run stops: the truly last good checkpoint (none is ever written
+        with non-finite values)."""
+        if ckpt_meta["path"]:
+            return f"the last good checkpoint {ckpt_meta['path']} (step {ckpt_meta['step']}) is intact"
+        if resume_path:
+            return f"{resume_path} (the checkpoint this run resumed from) is intact"
+        if ckpt_meta["replacing"]:
+            return f"no checkpoint was written yet, so the previous run's outputs are put back in {out_dir}/"
+        return "no checkpoint was written yet"
+
+    def check_finite(when: str) -> None:
+        """Every rank (identical parameters; BN buffers averaged): NaN / inf never reach a checkpoint."""
+        bad = nonfinite_entries(raw.state_dict())
+        if bad:
+            raise TrainingDiverged(
+                f"non-finite values in the model {when} ({len(bad)} tensor(s): {', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}); refusing to write a checkpoint; {kept()}. Lower optim.lr, add warm-up "
+                "or optim.grad_clip, or check the data.")
 
     def save_last(epoch: int, batch: int, loss_sums) -> None:
         _average_bn_buffers(raw, dist)
+        check_finite(f"at step {step} (epoch {epoch + (1 if batch else 0)}, before writing {last_path.name})")
         if dist.main:
             save_checkpoint(last_path, raw, config=cfg.to_dict(), epoch=epoch, batch=batch, step=step,
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                             scaler=scaler.state_dict(), rng=_rng_state(), best=best, epoch_loss=loss_sums,
                             world_size=dist.world,
                             sampler={"seed": cfg.experiment.seed, "epoch": epoch, "batch": batch})
-        ckpt_meta.update(path=str(last_path), step=step)
+            if ckpt_meta["replacing"]:    # this run has a good checkpoint: the previous run's outputs go
+                _finish_replacing(out_dir, lambda m: _log(dist, m))
+        ckpt_meta.update(path=str(last_path), step=step, replacing=False)
 
     if start_epoch >= t.epochs:
         _log(dist, f"nothing to do: {resume_path} already finished {start_epoch} of {t.epochs} epochs "
@@ -671,13 +799,10 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
             for (label, c), v in zip(configs, values):
                 if not math.isfinite(v):
                     optimizer.zero_grad(set_to_none=True)
-                    kept = (f"the last good checkpoint {ckpt_meta['path']} (step {ckpt_meta['step']}) is intact"
-                            if ckpt_meta["path"] else
-                            (f"{resume_path} is intact" if resume_path else "no checkpoint was written yet"))
                     raise TrainingDiverged(
                         f"non-finite loss ({v}) at step {step} (epoch {epoch + 1}, batch {batch + 1}) for width "
                         f"{label!r} ({profile(c.space, c).macs / 1e6:.1f}M MACs); stopped before the optimizer "
-                        f"step, {kept}. Lower optim.lr, add warm-up or optim.grad_clip, or check the data.")
+                        f"step, {kept()}. Lower optim.lr, add warm-up or optim.grad_clip, or check the data.")
             if cfg.optim.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.optim.grad_clip)
@@ -716,9 +841,10 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
         train_loss = {lab: s / max(n, 1) for lab, (s, n) in sums.items()}
         record = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                   "eval": results, "images_per_s": ips, "time": time.perf_counter() - t0}
+        diverged = bool(nonfinite_entries(raw.state_dict()))   # every rank: identical after averaging
         if dist.main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(metrics_path, "a") as f:       # non-finite values as null: valid JSON
+                f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
             writer.add_scalar("train/images_per_s", ips, step)
             for lab, v in train_loss.items():
                 writer.add_scalar(f"epoch/train_loss_{lab}", v, epoch + 1)
@@ -730,9 +856,11 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
             _log(dist, f"epoch {epoch + 1}/{t.epochs}: loss " +
                  " ".join(f"{lab} {v:.3f}" for lab, v in train_loss.items()) +
                  (f" | top-1 {acc}" if acc else "") + f" | {ips:.0f} img/s, {record['time']:.0f}s")
-            if improved:
+            if improved and not diverged:
                 save_checkpoint(best_path, raw, config=cfg.to_dict(), epoch=epoch + 1, batch=0, step=step,
                                 metrics=results, best=best)
+        if diverged:
+            check_finite(f"after epoch {epoch + 1} (step {step}, with its evaluation's BN statistics)")
         save_last(epoch + 1, 0, None)
     if writer is not None:
         writer.close()

@@ -3,7 +3,9 @@
 Writes, under the experiment's folder (the checkpoint's folder unless ``--out DIR``): one channel
 JSON per budget (``autoslim_150M.json``, ``autoslim_params_2M.json``), the trajectory
 (``autoslim_trajectory.jsonl`` / ``.csv``), a plot (``autoslim_trajectory.png``) and the
-resumable state (``autoslim_state.json``: a killed search picks up where it stopped).
+resumable state (``autoslim_state.json``: a killed search picks up where it stopped). The state
+is keyed on the checkpoint's weights: after more training (or a replaced checkpoint) the same
+command starts afresh, saying why, and removes the old search's results from the folder.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import os
 import sys
 import warnings
 
-from ..checkpoint import load_supernet
+from ..checkpoint import load_supernet, weights_fingerprint
 from ..profile import format_count
 from ..search import (BN_SCORING, DEFAULT_BN, ChildLatency, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
                       DEFAULT_REMOVALS, SearchError, check_budgets, check_searchable, greedy_slim, make_budgets,
-                      write_outputs)
-from ..utils import pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, data_settings, load_bundle, parse_count, preload,
-                     resolve_checkpoint)
+                      read_state, stale_state, write_outputs)
+from ..utils import check_output_dir, clean_stale_temps, pick_device
+from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, data_settings, load_bundle,
+                     parse_count, preload, resolve_checkpoint)
 
 
 def add_arguments(p):
@@ -52,7 +54,8 @@ def add_arguments(p):
                         f"distance to the smallest budget (default {DEFAULT_REMOVAL_RATE})")
     s.add_argument("--fraction", type=float, default=1 / 12, help="one step = this fraction of a group's max")
     s.add_argument("--max-steps", type=int, default=None, help="stop after N steps (resume later)")
-    s.add_argument("--fresh", action="store_true", help="ignore a saved search state and start over")
+    s.add_argument("--fresh", action="store_true", help="ignore a saved search state and start over (a state "
+                                                         "searched on other weights is never resumed)")
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no per-step log")
@@ -61,13 +64,36 @@ def add_arguments(p):
     add_debug(p)
 
 
+def _drop_stale_search(state_path: str, out: str, net) -> None:
+    """A saved search of other weights (the supernet was trained further or replaced since): its
+    results are not this checkpoint's, so they are removed, saying so, and the search starts afresh."""
+    old = read_state(state_path)
+    reason = stale_state(old, weights_fingerprint(net))
+    if reason is None:
+        return
+    names = [f"{label}.json" for label, v in old["found"].items() if v is not None]
+    names += ["autoslim_trajectory.jsonl", "autoslim_trajectory.csv", "autoslim_trajectory.png"]
+    removed = []
+    for name in names:
+        p = os.path.join(out, name)
+        if os.path.isfile(p):
+            os.remove(p)
+            removed.append(name)
+    os.remove(state_path)
+    print(f"note: not resuming {state_path}: {reason}. Starting the search afresh"
+          + (f"; removed its results, which belong to those weights: {', '.join(removed)}" if removed else ""),
+          file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     if not args.flops and not args.params and not args.latency:
         raise ValueError("give at least one budget: --flops 150M (MACs), --params 2M and/or --latency 5 "
                          "(milliseconds), each repeatable")
-    if args.latency_batch < 1:
-        raise ValueError(f"--latency-batch must be >= 1, got {args.latency_batch}")
+    check_counts(args, latency_batch=1, batch_size=1, search_images=2, prescreen=0, leaders=1, calib_images=2,
+                 max_steps=0, heldout_size=0)
     path = resolve_checkpoint(args)
+    out = args.out or os.path.dirname(os.path.abspath(path))
+    check_output_dir(out, "--out" if args.out else "the checkpoint's folder (the default --out)")
     device = pick_device(args.device)
     net, ckpt = load_supernet(path)
     try:
@@ -85,13 +111,15 @@ def run(args) -> int:
     if not settings["heldout_size"]:
         raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
                          "config has none: give --heldout-size N (ideally the split the supernet was trained without)")
-    bundle = load_bundle(settings, "the search")
+    bundle = load_bundle(settings, "the search", net)
     images, labels = preload(bundle.heldout, args.search_images)
-    out = args.out or os.path.dirname(os.path.abspath(path))
     os.makedirs(out, exist_ok=True)
+    clean_stale_temps(out)
     state = os.path.join(out, "autoslim_state.json")
     if args.fresh and os.path.exists(state):
         os.remove(state)
+    elif os.path.exists(state):
+        _drop_stale_search(state, out, net)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     log(f"searching {net.space.model} ({len(net.space)} groups) on {len(images)} held-out images, "
         f"device {device}, BN scoring '{args.bn}'")

@@ -8,9 +8,9 @@ import sys
 
 from ..calibrate import calibrate_bn
 from ..checkpoint import load_supernet, save_checkpoint
-from ..utils import pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, batches, config_of, data_settings, describe,
-                     load_bundle, needs_calibration, preload, resolve_checkpoint)
+from ..utils import check_output_file, clean_stale_temps, pick_device
+from .common import (add_checkpoint_args, add_data_args, add_debug, batches, check_counts, config_of, data_settings,
+                     describe, load_bundle, needs_calibration, preload, resolve_checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -29,9 +29,10 @@ def add_arguments(p):
 def run(args) -> int:
     if not args.width and not args.channels:
         raise ValueError("nothing to calibrate: give --width W and/or --channels FILE (both repeatable)")
-    if args.images < 2:
-        raise ValueError(f"--images must be >= 2, got {args.images}")
+    check_counts(args, images=2, batch_size=1, heldout_size=0)
     path = resolve_checkpoint(args)
+    out = args.out or path
+    check_output_file(out, "--out" if args.out else "the checkpoint")
     device = pick_device(args.device)
     net, ckpt = load_supernet(path)
     if net.is_child:
@@ -43,7 +44,7 @@ def run(args) -> int:
         for cfg, label in cfgs:
             needs_calibration(net, cfg)  # raises for configs outside the switchable list
     settings = data_settings(ckpt, args, net)
-    bundle = load_bundle(settings, "calibration")
+    bundle = load_bundle(settings, "calibration", net)
     images, _ = preload(bundle.calib, args.images)
     if len(images) < args.images:
         print(f"note: only {len(images)} calibration images available (asked for {args.images})", file=sys.stderr)
@@ -51,8 +52,8 @@ def run(args) -> int:
         used = calibrate_bn(net, cfg, batches(images, args.batch_size), num_images=args.images, device=device)
         print(f"calibrated {label} [{cfg.key}] on {used} images: {describe(net, cfg)}")
     net.set_channels(net.space.max())
-    out = args.out or path
     extra = {k: v for k, v in ckpt.items() if k not in ("format", "model", "model_state")}
+    clean_stale_temps(os.path.dirname(os.path.abspath(out)))
     save_checkpoint(out, net.cpu(), **extra)
     print(f"wrote {out} ({len(net.calibrated_configs())} calibrated config(s) stored)")
     return 0

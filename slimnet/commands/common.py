@@ -22,7 +22,21 @@ def parse_count(text: str) -> int:
     value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
     if value <= 0:
         raise argparse.ArgumentTypeError(f"count must be positive, got {text!r}")
+    if round(value) < 1:
+        raise argparse.ArgumentTypeError(f"count {text!r} rounds to 0; give at least 1")
     return int(round(value))
+
+
+def check_counts(args, **minimum: int) -> None:
+    """The one check of every count flag of a command (``check_counts(args, batch_size=1,
+    prescreen=0)``): a value below its minimum is refused with a message naming the flag and
+    what it accepts, before any work (never a ZeroDivisionError or a silent reinterpretation such
+    as ``--search-images -3`` slicing off 3 images). ``None`` (flag not given) passes."""
+    for name, low in minimum.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            accepted = "a positive integer" if low == 1 else f"an integer >= {low}" + (" (0: off)" if low == 0 else "")
+            raise ValueError(f"--{name.replace('_', '-')} must be {accepted}, got {value}")
 
 
 def add_debug(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +68,9 @@ def resolve_checkpoint(args) -> str:
     else:
         from ..config import load_config
         path = os.path.join(load_config(args.config).output_dir(), "best.pt")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; give the slimnet supernet checkpoint file (--checkpoint "
+                         f"{os.path.join(path, 'best.pt')}) or the folder as --experiment-dir")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
@@ -80,22 +97,35 @@ def data_settings(ckpt: dict, args, net=None) -> dict:
         val = getattr(args, flag, None)
         if val is not None:
             out[key] = val
-    if getattr(args, "test_subset", None):
+    if getattr(args, "test_subset", None) is not None:
         out["test_subset"] = args.test_subset
     if out["input_size"] is None and net is not None:
         out["input_size"] = net.arch.get("input_size")
     return out
 
 
-def load_bundle(settings: dict, what: str):
-    """``build_data`` from settings, or a clear error saying which flags are missing."""
+def load_bundle(settings: dict, what: str, net=None):
+    """``build_data`` from settings, or a clear error saying which flags are missing; with ``net``,
+    data whose image channels or classes do not fit the model are refused by name (not as a
+    conv shape error or an out-of-range label deep inside)."""
     if not settings.get("name"):
         raise ValueError(f"{what} needs data, and the checkpoint's config names no dataset: give --data NAME "
                          "[--data-root DIR] (e.g. --data fashion_mnist)")
     from ..data import build_data
-    return build_data(settings["name"], settings.get("root"), input_size=settings.get("input_size"),
-                      heldout_size=settings.get("heldout_size") or 0, heldout_seed=settings.get("heldout_seed") or 0,
-                      augment="default", test_subset=settings.get("test_subset"))
+    bundle = build_data(settings["name"], settings.get("root"), input_size=settings.get("input_size"),
+                        heldout_size=settings.get("heldout_size") or 0, heldout_seed=settings.get("heldout_seed") or 0,
+                        augment="default", test_subset=settings.get("test_subset"))
+    if net is not None:
+        arch = net.arch
+        if bundle.in_channels != arch.get("in_channels", bundle.in_channels):
+            raise ValueError(f"{what}: {settings['name']} has {bundle.in_channels}-channel images but this model takes "
+                             f"{arch['in_channels']}-channel input; give data of the kind it was trained on "
+                             "(--data / --data-root)")
+        if bundle.num_classes > arch.get("num_classes", bundle.num_classes):
+            raise ValueError(f"{what}: {settings['name']} has {bundle.num_classes} classes but this model has "
+                             f"{arch['num_classes']} outputs; give data of the kind it was trained on "
+                             "(--data / --data-root)")
+    return bundle
 
 
 def preload(dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +149,10 @@ def batches(images: torch.Tensor, batch_size: int):
 
 
 def config_of(net, *, width=None, channels=None):
+    """A width or channel JSON as a config of ``net``; either below the supernet's trained minimum
+    is refused (an S-Net's own list is checked by ``needs_calibration`` instead)."""
     if channels is not None:
-        return net.space.load(channels)
+        return net.space.load(channels, check_min=not net.switchable_configs)
     return net.space.uniform(width)
 
 
@@ -148,7 +180,7 @@ def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print, force: 
         return 0
     settings = data_settings(ckpt, args, net)
     try:
-        bundle = load_bundle(settings, "calibrating BN statistics")
+        bundle = load_bundle(settings, "calibrating BN statistics", net)
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{len(todo)} config(s) have no BN statistics in this universal supernet and calibrating "
                          f"them failed: {e}") from None

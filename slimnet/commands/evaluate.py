@@ -9,8 +9,8 @@ from ..checkpoint import load_supernet
 from ..export import load_child
 from ..metrics import evaluate
 from ..profile import format_count, profile
-from ..utils import atomic_write_text, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, batches, config_of, data_settings,
+from ..utils import atomic_write_text, check_output_file, json_safe, pick_device
+from .common import (add_checkpoint_args, add_data_args, add_debug, batches, check_counts, config_of, data_settings,
                      ensure_calibrated, load_bundle, preload)
 
 
@@ -53,6 +53,10 @@ def _eval_rows(model, loader_images, labels, batch_size, device):
 
 
 def run(args) -> int:
+    check_counts(args, calibrate_images=2, test_subset=1, batch_size=1, heldout_size=0)
+    for flag, value in (("--json", args.json_out), ("--plot", args.plot)):
+        if value:
+            check_output_file(value, flag)
     device = pick_device(args.device)
     rows = []
     if args.child:
@@ -60,7 +64,7 @@ def run(args) -> int:
             raise ValueError("--child evaluates one exported model: drop --width/--widths/--channels")
         child = load_child(args.child).to(device)
         settings = data_settings({}, args, child)
-        bundle = load_bundle(settings, "evaluation")
+        bundle = load_bundle(settings, "evaluation", child)
         images, labels = preload(bundle.test)
         cfg = child.child_config
         cost = profile(cfg.space, cfg)
@@ -85,7 +89,7 @@ def run(args) -> int:
                 items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
             ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images, force=args.recalibrate)
         settings = data_settings(ckpt, args, net)
-        bundle = load_bundle(settings, "evaluation")
+        bundle = load_bundle(settings, "evaluation", net)
         images, labels = preload(bundle.test)
         for name, cfg in items:
             if not net.is_child:
@@ -101,7 +105,7 @@ def run(args) -> int:
         print(f"{r['name']:>24} {format_count(r['macs']):>9} {format_count(r['params']):>9} "
               f"{r['top1']:>6.2f}% {r['top5']:>6.2f}%")
     if args.json_out:
-        atomic_write_text(args.json_out, json.dumps({"results": rows}, indent=2) + "\n")
+        atomic_write_text(args.json_out, json.dumps(json_safe({"results": rows}), indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json_out}")
     if args.plot:
         from ..plots import plot_accuracy_vs_macs

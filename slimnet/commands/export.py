@@ -9,9 +9,9 @@ import torch
 from ..checkpoint import load_supernet
 from ..export import check_export, export, export_onnx, export_torchscript, save_child
 from ..profile import format_count, measure_latency, profile
-from ..utils import pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, config_of, ensure_calibrated, needs_calibration,
-                     resolve_checkpoint)
+from ..utils import check_output_dir, clean_stale_temps, pick_device
+from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, config_of, ensure_calibrated,
+                     needs_calibration, resolve_checkpoint)
 
 
 def add_arguments(p):
@@ -31,7 +31,19 @@ def add_arguments(p):
     add_debug(p)
 
 
+def check_name(name: str) -> str:
+    """``--name`` is a file name stem inside ``--out``: no folders, no '..', nothing hidden."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0") \
+            or os.path.basename(name) != name:
+        raise ValueError(f"--name must be a plain file name stem such as 'child' or 'mbv2_150M' (no '/', '\\', "
+                         f"'..' or leading '.'; files go into --out), got {name!r}")
+    return name
+
+
 def run(args) -> int:
+    check_name(args.name)
+    check_counts(args, calibrate_images=2, latency_batch=1, batch_size=1, heldout_size=0)
+    check_output_dir(args.out, "--out")
     path = resolve_checkpoint(args)
     device = pick_device(args.device)
     if args.onnx:  # fail before any work when the packages are missing
@@ -52,6 +64,7 @@ def run(args) -> int:
     if not diff <= 1e-4:
         raise RuntimeError(f"exported child differs from the supernet at this config by {diff:.3g}")
     os.makedirs(args.out, exist_ok=True)
+    clean_stale_temps(args.out)
     stem = os.path.join(args.out, args.name)
     save_child(child, stem + ".pt")
     cost = profile(net.space, cfg)

@@ -9,7 +9,7 @@ from .. import build, profile
 from ..profile import format_count, measure_latency
 from ..space import ConfigError, read_channel_json
 from ..utils import pick_device
-from .common import add_debug
+from .common import add_debug, check_counts
 
 
 def add_arguments(p):
@@ -31,6 +31,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    check_counts(args, batch_size=1)   # the model checks input_size, num_classes, in_channels
+    if args.max_width is not None and not args.max_width > 0:
+        raise ConfigError(f"--max-width must be a positive number, got {args.max_width}")
     max_width = args.max_width
     data = {}
     if args.channels:
@@ -48,7 +51,7 @@ def run(args) -> int:
                   max_width=max_width, min_width=min(max_width, args.width or max_width, 0.25))
     with torch.device("meta"):
         net = build(args.model, **kwargs)
-    cfg = net.space.load(args.channels) if args.channels else net.space.uniform(args.width)
+    cfg = net.space.load(args.channels, check_min=False) if args.channels else net.space.uniform(args.width)
     cost = profile(net.space, cfg, input_size=args.input_size)
     result = {"model": args.model, "input_size": args.input_size, "macs": cost.macs, "params": cost.params,
               "pool_macs": cost.pool_macs, "channels": dict(cfg.channels)}

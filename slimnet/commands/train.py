@@ -6,7 +6,9 @@
 
 Files go to ``checkpoints/<experiment.name>/`` (``experiment.output_dir`` to change):
 last.pt, best.pt, config.yaml (the resolved config), metrics.jsonl and tb/ (TensorBoard).
-A run whose last.pt exists resumes automatically (``--fresh`` starts over).
+A run whose last.pt exists resumes automatically (``--fresh`` starts over: the previous run's
+outputs move to .replaced/ and are removed only once the new run has written its first good
+checkpoint; if it stops before, they come back).
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ def add_arguments(p):
     when.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                       help="resume from <output_dir>/last.pt (or from CKPT); the default already resumes "
                            "when last.pt exists")
-    when.add_argument("--fresh", action="store_true", help="ignore an existing run in the output dir and start over")
+    when.add_argument("--fresh", action="store_true",
+                      help="start over in the output dir; the previous run is replaced only once this run has "
+                           "written its first checkpoint (kept if it fails before)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides experiment.device)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
