@@ -41,3 +41,14 @@ def sandwich_train(net, x, y, steps=40, batch=64, seed=0):
         opt.step()
     net.set_channels(net.space.max())
     return net
+
+
+def channel_places(ref, small, large, max_cfg):
+    """Where ``small``'s channels of ``ref`` sit in ``large``'s active tensor, in small's order."""
+    from slimnet.nn import channel_index, resolve
+
+    def index(cfg):
+        i = channel_index(ref, cfg, max_cfg)
+        return list(range(resolve(ref, cfg))) if i is None else list(i)
+    where = {p: k for k, p in enumerate(index(large))}
+    return [where[p] for p in index(small)]

@@ -14,23 +14,14 @@ import random
 
 import pytest
 import torch
+from helpers import channel_places
 
 import slimnet
 from slimnet.models.shufflenet import cat_per_group, channel_shuffle
-from slimnet.nn import (SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimBatchNorm2d, SlimConv2d, SlimLinear,
-                        channel_index, resolve)
+from slimnet.nn import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimBatchNorm2d, SlimConv2d, SlimLinear
 
 MODELS = sorted(slimnet.MODELS)
 LAYERS = (SlimConv2d, SlimLinear, SlimBatchNorm2d, SlimAvgPool2d, SlimAdaptiveAvgPool2d)
-
-
-def places(ref, small, large, max_cfg):
-    """Where ``small``'s channels of ``ref`` sit in ``large``'s active tensor, in small's order."""
-    def index(cfg):
-        i = channel_index(ref, cfg, max_cfg)
-        return list(range(resolve(ref, cfg))) if i is None else list(i)
-    where = {p: k for k, p in enumerate(index(large))}
-    return [where[p] for p in index(small)]
 
 
 def output_ref(module):
@@ -63,7 +54,7 @@ def check_coherent(net, small, large, x, atol=1e-9):
 
     def restrict(name, module):
         def hook(_m, _inp, out):
-            keep = places(output_ref(module), small, large, max_cfg)
+            keep = channel_places(output_ref(module), small, large, max_cfg)
             errors[name] = (out[:, keep] - seen[name]).abs().max().item()
             masked = torch.zeros_like(out)
             masked[:, keep] = out[:, keep]

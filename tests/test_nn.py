@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import channel_places
 
 import slimnet
 from slimnet.calibrate import calibrate_bn
@@ -105,15 +106,6 @@ def _embed(x, places, size):
     return out
 
 
-def _places(ref, small, large, maxes):
-    """Where ``small``'s channels of ``ref`` sit in ``large``'s active tensor (in small's order)."""
-    def index(cfg):
-        i = channel_index(ref, cfg, maxes)
-        return list(range(resolve(ref, cfg))) if i is None else list(i)
-    where = {p: k for k, p in enumerate(index(large))}
-    return [where[p] for p in index(small)]
-
-
 MAXES = {"a": 6, "b": 9, "o": 12}
 SMALL, LARGE = Cfg(a=3, b=3, o=6), Cfg(a=6, b=6, o=9)
 
@@ -149,8 +141,8 @@ def test_every_layer_kind_shares_weights_coherently(kind):
     x = torch.randn(4, resolve(in_ref, SMALL), *(() if linear else (5, 5)))
     y_small = layer(x)
     layer.activate(LARGE)
-    y_large = layer(_embed(x, _places(in_ref, SMALL, LARGE, MAXES), resolve(in_ref, LARGE)))
-    torch.testing.assert_close(y_large[:, _places(out_ref, SMALL, LARGE, MAXES)], y_small, rtol=0, atol=1e-5)
+    y_large = layer(_embed(x, channel_places(in_ref, SMALL, LARGE, MAXES), resolve(in_ref, LARGE)))
+    torch.testing.assert_close(y_large[:, channel_places(out_ref, SMALL, LARGE, MAXES)], y_small, rtol=0, atol=1e-5)
 
 
 def test_shared_bn_updates_the_gathered_statistics_in_place():
