@@ -112,7 +112,6 @@ def test_search_state_of_other_weights_starts_afresh(tmp_path, noise_data, capsy
     path = tmp_path / "best.pt"
     save_checkpoint(path, net, config={"data": data_cfg(noise_data)})
     budget = int(slimnet.profile(net.space).macs * 0.9)
-    label = f"autoslim_{budget / 1e6:g}M"
     argv = ["autoslim", "--checkpoint", str(path), "--flops", str(budget), "--batch-size", "16", "--no-plot"]
     state_file = tmp_path / "autoslim_state.json"
     assert main(argv) == 0
