@@ -257,3 +257,13 @@ def test_autoslim_latency_budget_cli(supernet_ckpt, tmp_path, capsys):
     assert net.space.load(out / "autoslim_latency_10000ms.json") == net.space.max()
     row = json.loads(open(out / "autoslim_trajectory.jsonl").readline())
     assert row["latency_ms"] > 0
+
+
+def test_evaluate_plot_keeps_uniform_widths_and_configs_apart():
+    from slimnet.commands.evaluate import accuracy_series
+    rows = [{"name": "width 1", "macs": 30, "top1": 90.0}, {"name": "autoslim_15M.json", "macs": 15, "top1": 88.0},
+            {"name": "width 0.35", "macs": 5, "top1": 80.0}, {"name": "autoslim_25M.json", "macs": 25, "top1": 89.5}]
+    uniform, configs = accuracy_series(rows)
+    assert uniform["style"] == "line" and uniform["macs"] == [5, 30] and uniform["annotations"] == ["0.35", "1"]
+    assert configs["style"] == "points" and configs["acc"] == [88.0, 89.5] and configs["annotations"] == ["15M", "25M"]
+    assert [s["label"] for s in accuracy_series(rows[:1])] == ["uniform widths"]

@@ -109,11 +109,24 @@ def run(args) -> int:
         print(f"wrote {args.json_out}")
     if args.plot:
         from ..plots import plot_accuracy_vs_macs
-        ordered = sorted(rows, key=lambda r: r["macs"])
-        out = plot_accuracy_vs_macs([{"label": "test top-1", "macs": [r["macs"] for r in ordered],
-                                      "acc": [r["top1"] for r in ordered], "style": "line",
-                                      "annotations": [r["name"].replace("width ", "") for r in ordered]}],
-                                    args.plot, title="accuracy vs MACs")
+        out = plot_accuracy_vs_macs(accuracy_series(rows), args.plot, title="test top-1 vs MACs")
         if out:
             print(f"wrote {out}")
     return 0
+
+
+def accuracy_series(rows: list[dict]) -> list[dict]:
+    """Plot series of evaluated rows: uniform widths as one line, channel configs (searched or
+    given as JSON) and children as separate points, so no line zig-zags between the two kinds."""
+    uniform = sorted((r for r in rows if r["name"].startswith("width ")), key=lambda r: r["macs"])
+    configs = sorted((r for r in rows if not r["name"].startswith("width ")), key=lambda r: r["macs"])
+    series = []
+    if uniform:
+        series.append({"label": "uniform widths", "macs": [r["macs"] for r in uniform],
+                       "acc": [r["top1"] for r in uniform], "style": "line",
+                       "annotations": [r["name"][len("width "):] for r in uniform]})
+    if configs:
+        series.append({"label": "channel configs", "macs": [r["macs"] for r in configs],
+                       "acc": [r["top1"] for r in configs], "style": "points",
+                       "annotations": [os.path.splitext(r["name"])[0].replace("autoslim_", "") for r in configs]})
+    return series
