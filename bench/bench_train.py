@@ -58,8 +58,7 @@ import torch  # noqa: E402
 import slimnet  # noqa: E402
 from slimnet.config import load_config  # noqa: E402
 from slimnet import ops  # noqa: E402
-from slimnet.data import build_data  # noqa: E402
-from slimnet.loaders import build_loaders  # noqa: E402
+from slimnet.loaders import build_loaders, experiment_data  # noqa: E402
 from slimnet.train import (WidthSampler, build_model, make_optimizer, param_groups, train_step,  # noqa: E402
                            width_loss)
 from slimnet.utils import atomic_write_text, pick_device  # noqa: E402
@@ -117,13 +116,8 @@ class EngineRun:
 
     def __init__(self, config: str, overrides: list, device, taps: bool = True):
         cfg = self.cfg = load_config(os.path.join(ROOT, "configs", "bench", config), overrides)
-        d = cfg.data
-        bundle = build_data(d.name, d.root, input_size=d.input_size, heldout_size=d.heldout_size,
-                            heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, augment=d.augment,
-                            subset=d.subset)
+        bundle = experiment_data(cfg)
         net, plan = build_model(cfg, bundle.num_classes, bundle.in_channels, bundle.input_size)
-        if net.is_child:
-            ops.use_fast_depthwise_(net)
         self.net = net.to(device)
         if cfg.train.channels_last:
             self.net.to(memory_format=torch.channels_last)

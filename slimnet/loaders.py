@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .batch_transforms import BatchTransform, CropFlip
 from .config import Config, ConfigError
-from .data import DataBundle, ImageView, make_loader
+from .data import DataBundle, ImageView, build_data, make_loader
 
 __all__ = ["EpochSampler", "FixedSeedView", "Loaders", "MemoryBatches", "MemoryEpochs", "SeededItems",
-           "build_loaders", "mix"]
+           "build_loaders", "experiment_data", "mix"]
 
 
 def mix(*parts: int) -> int:
@@ -197,6 +197,14 @@ def calibration_positions(n: int, count: int, seed: int) -> torch.Tensor:
     """Which ``count`` of ``n`` calibration-split images calibrate BN: a draw seeded by ``seed``."""
     g = torch.Generator().manual_seed(mix(seed, 7))
     return torch.randperm(n, generator=g)[:min(count, n)]
+
+
+def experiment_data(cfg: Config) -> DataBundle:
+    """The splits an experiment config's ``data`` section describes."""
+    d = cfg.data
+    return build_data(d.name, d.root, input_size=d.input_size, heldout_size=d.heldout_size,
+                      heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, download=d.download,
+                      augment=d.augment, subset=d.subset, test_subset=d.test_subset)
 
 
 def build_loaders(cfg: Config, bundle: DataBundle, device: torch.device, need_calib: bool,

@@ -64,8 +64,7 @@ import torch.nn as nn
 from .calibrate import calibrate_bn
 from .checkpoint import load_checkpoint, model_spec, nonfinite_entries, save_checkpoint
 from .config import Config, ConfigError, flatten, to_yaml
-from .data import build_data
-from .loaders import Loaders, build_loaders, mix
+from .loaders import Loaders, build_loaders, experiment_data, mix
 from .losses import cross_entropy, distill_loss
 from .metrics import evaluate, summarize
 from .models import build
@@ -194,7 +193,8 @@ def build_model(cfg: Config, num_classes: int, in_channels: int, input_size: int
             if arch["min_width"] is None or arch["min_width"] > entry:
                 arch["min_width"] = min(entry, arch["max_width"])
         ((label, child_cfg),) = resolve([entry], proto().space, "model.channels" if m.channels else "train.widths")
-        net = build(m.name, **arch, channels=dict(child_cfg.channels))
+        # a plain child whose depthwise convs train with slimnet's faster kernel (same state dict)
+        net = use_fast_depthwise_(build(m.name, **arch, channels=dict(child_cfg.channels)))
         plan = TrainPlan("fixed", [(label, net.child_config)], [(label, net.child_config)], calibrate=False)
         return net, plan
 
@@ -649,15 +649,11 @@ def _train(cfg: Config, dist: DistInfo, device: torch.device, resume, fresh: boo
         resume_path = str(last_path)
 
     # data (missing datasets fail here, with data.py's message) and model
-    bundle = build_data(d.name, d.root, input_size=d.input_size, heldout_size=d.heldout_size,
-                        heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, download=d.download,
-                        augment=d.augment, subset=d.subset, test_subset=d.test_subset)
+    bundle = experiment_data(cfg)
     if d.root is None and bundle.root is not None:
         d.root = bundle.root      # config.yaml and the checkpoints record the folder actually read
     torch.manual_seed(cfg.experiment.seed)
     raw, plan = build_model(cfg, bundle.num_classes, bundle.in_channels, bundle.input_size)
-    if raw.is_child:   # a plain child's depthwise convs train with slimnet's faster kernel (same state dict)
-        use_fast_depthwise_(raw)
     best_label = _best_label(plan, cfg)
     loaders = build_loaders(cfg, bundle, device, plan.calibrate, dist.rank, dist.world)
     steps_per_epoch = loaders.sampler.batches_per_epoch
