@@ -1,0 +1,209 @@
+"""Slimmable BatchNorm: shared BN with exact post-training calibration, and switchable BN."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import SlimModule
+from .refs import ChannelRef, _as_tensor, _max_counts, channel_index, resolve, take
+
+class _StatsAccumulator:
+    """Exact per-channel mean / unbiased variance over every value seen (float64 sums)."""
+
+    def __init__(self):
+        self.n = 0
+        self.s1 = None
+        self.s2 = None
+
+    def add(self, x: torch.Tensor) -> None:
+        xd = x.detach().to(torch.float64)
+        s1 = xd.sum(dim=(0, 2, 3))
+        s2 = (xd * xd).sum(dim=(0, 2, 3))
+        self.n += x.numel() // x.shape[1]
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.n < 2:
+            raise RuntimeError("BN calibration saw fewer than 2 values per channel")
+        mean = self.s1 / self.n
+        var = (self.s2 - self.s1 * mean) / (self.n - 1)
+        return mean, var.clamp_min(0)   # float64; stored in the layer's own dtype
+
+
+class _CalibratableBN(nn.Module, SlimModule):
+    """Shared behaviour of the two slimmable BN kinds: exact post-training statistics.
+
+    While calibrating, the layer normalises with batch statistics (as in training, so every
+    later layer sees training-time inputs) and accumulates the exact mean and variance of its
+    input over all calibration images; ``end_calibration`` stores them for the active config.
+    """
+
+    _accumulator: _StatsAccumulator | None = None
+
+    def begin_calibration(self) -> None:
+        self._accumulator = _StatsAccumulator()
+
+    def end_calibration(self) -> None:
+        acc, self._accumulator = self._accumulator, None
+        if acc is None or acc.s1 is None:
+            raise RuntimeError("end_calibration without any calibration forward pass")
+        self._store_stats(*acc.result())
+
+    def _store_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _calibrating(self, x, weight, bias):
+        self._accumulator.add(x)
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+
+
+class SlimBatchNorm2d(_CalibratableBN):
+    """BatchNorm for universally slimmable nets: shared, sliced affine parameters.
+
+    Running statistics are not tracked in training (they would be wrong for every width but
+    one). After training, ``slimnet.calibrate.calibrate_bn`` computes the statistics of any config and
+    stores them under the config's key as buffers ``stats_<key>_mean`` / ``stats_<key>_var``;
+    several configs coexist and are saved in the state dict.
+
+    ``track_shared_stats=True`` gives the naive shared BN (one set of running statistics, sliced,
+    updated by every width) that the Slimmable Networks paper shows collapses; it exists for that
+    ablation. Calibrated statistics still take precedence over it.
+    """
+
+    def __init__(self, ref: ChannelRef, max_channels: int, eps: float = 1e-5, momentum: float = 0.1,
+                 track_shared_stats: bool = False, max_counts: Mapping[str, int] | None = None):
+        super().__init__()
+        self.ref, self.num_features, self.eps, self.momentum = ref, max_channels, eps, momentum
+        self.max_counts = _max_counts(max_counts, (ref, max_channels))
+        self._channels = None     # places of the active channels when not the leading ones
+        self.weight = nn.Parameter(torch.ones(max_channels))
+        self.bias = nn.Parameter(torch.zeros(max_channels))
+        self.track_shared_stats = track_shared_stats
+        if track_shared_stats:
+            self.register_buffer("running_mean", torch.zeros(max_channels))
+            self.register_buffer("running_var", torch.ones(max_channels))
+        self.active, self.active_key, self.active_cfg = max_channels, None, None
+
+    def activate(self, cfg) -> None:
+        self.active = resolve(self.ref, cfg)
+        self.active_key = cfg.key
+        self.active_cfg = cfg
+        self._channels = _as_tensor(channel_index(self.ref, cfg, self.max_counts), self.weight)
+
+    def _take(self, t: torch.Tensor) -> torch.Tensor:
+        return take(t, 0, self.active, self._channels)
+
+    @property
+    def calibrated_keys(self) -> list[str]:
+        return [name[6:-5] for name, _ in self.named_buffers(recurse=False)
+                if name.startswith("stats_") and name.endswith("_mean")]
+
+    def _stats(self):
+        """(mean, var) used in eval mode for the active config, or raise saying what to do."""
+        mean = getattr(self, f"stats_{self.active_key}_mean", None)
+        if mean is not None:
+            return mean, getattr(self, f"stats_{self.active_key}_var")
+        if self.track_shared_stats:
+            return self._take(self.running_mean), self._take(self.running_var)
+        raise RuntimeError(
+            f"no BN statistics for config {self.active_key} ({self.active} channels here): universally "
+            "slimmable BN does not track statistics in training. Calibrate this config first: "
+            "slimnet.calibrate.calibrate_bn(net, cfg, data) (or `slimnet calibrate`), or evaluate in train mode.")
+
+    def _store_stats(self, mean, var) -> None:
+        for suffix, value in (("mean", mean), ("var", var)):
+            name = f"stats_{self.active_key}_{suffix}"
+            value = value.to(self.weight.device, self.weight.dtype)
+            if hasattr(self, name):
+                getattr(self, name).copy_(value)
+            else:
+                self.register_buffer(name, value.clone())
+
+    def drop_stats(self, key: str | None = None) -> None:
+        """Forget calibrated statistics (of one config key, or all)."""
+        for k in ([key] if key else self.calibrated_keys):
+            for suffix in ("mean", "var"):
+                self._buffers.pop(f"stats_{k}_{suffix}", None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Calibrated statistics are created on demand: register every stored config's buffers
+        # before the default loader looks for them.
+        for name, value in state_dict.items():
+            if name.startswith(prefix + "stats_") and "." not in name[len(prefix):]:
+                local = name[len(prefix):]
+                if local not in self._buffers:
+                    self.register_buffer(local, torch.empty_like(value, device=self.weight.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._take(self.weight), self._take(self.bias)
+        if self._accumulator is not None:
+            return self._calibrating(x, weight, bias)
+        if self.training:
+            if self.track_shared_stats:
+                # leading slices of 1-D buffers are contiguous views, updated in place; gathered
+                # statistics are updated in their copy and written back
+                mean, var = self._take(self.running_mean), self._take(self.running_var)
+                out = F.batch_norm(x, mean, var, weight, bias, True, self.momentum, self.eps)
+                if self._channels is not None:
+                    self.running_mean.index_copy_(0, self._channels.to(mean.device), mean)
+                    self.running_var.index_copy_(0, self._channels.to(var.device), var)
+                return out
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        mean, var = self._stats()
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+    def export_to(self, child: nn.BatchNorm2d) -> None:
+        mean, var = self._stats()
+        child.weight.copy_(self._take(self.weight))
+        child.bias.copy_(self._take(self.bias))
+        child.running_mean.copy_(mean)
+        child.running_var.copy_(var)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, ref={self.ref!r}, calibrated={len(self.calibrated_keys)}"
+
+
+class SwitchableBatchNorm2d(_CalibratableBN):
+    """BatchNorm for slimmable nets with a fixed list of configs: one private BN (own affine and
+    own running statistics) per registered config, selected by the config's key."""
+
+    def __init__(self, ref: ChannelRef, configs: list, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.ref, self.eps = ref, eps
+        self.keys = [cfg.key for cfg in configs]
+        self.bns = nn.ModuleList(nn.BatchNorm2d(resolve(ref, cfg), eps=eps, momentum=momentum) for cfg in configs)
+        self._index = {k: i for i, k in enumerate(self.keys)}
+        self.active_index: int | None = len(configs) - 1
+        self.active_key = self.keys[-1]
+
+    def activate(self, cfg) -> None:
+        self.active_key = cfg.key
+        self.active_index = self._index.get(cfg.key)
+
+    def _active_bn(self) -> nn.BatchNorm2d:
+        if self.active_index is None:
+            raise RuntimeError(
+                f"config {self.active_key} is not one of this model's {len(self.keys)} switchable BN "
+                "configs; switchable BN only has statistics for the configs it was built with. "
+                "Use one of net.switchable_configs, or build with bn='universal' and calibrate.")
+        return self.bns[self.active_index]
+
+    def _store_stats(self, mean, var) -> None:
+        bn = self._active_bn()
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self._active_bn()
+        if self._accumulator is not None:
+            return self._calibrating(x, bn.weight, bn.bias)
+        return bn(x)
+
+    def export_to(self, child: nn.BatchNorm2d) -> None:
+        child.load_state_dict(self._active_bn().state_dict())

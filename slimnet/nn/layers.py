@@ -1,0 +1,131 @@
+"""Slimmable conv, linear and pooling layers: max-size weights run at the active channel counts."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import depthwise_conv2d
+from .refs import ChannelRef, PerGroup, _as_tensor, _max_counts, channel_index, resolve, take
+
+class SlimModule:
+    """Mixin: a module whose active channel counts follow the model's config."""
+
+    def activate(self, cfg) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def export_to(self, child: nn.Module) -> None:  # pragma: no cover - interface
+        """Copy the parameters used at the active config into the equivalent plain layer ``child``."""
+        raise NotImplementedError
+
+
+class SlimConv2d(nn.Conv2d, SlimModule):
+    """Conv2d over the active part of a max-size weight. ``depthwise`` convs use groups = active
+    channels; grouped convs keep a fixed number of groups and read and write :class:`PerGroup`
+    tensors of that many groups, so each group uses its own leading channels (its block of rows
+    and the same leading columns in every group).
+
+    ``max_counts`` (group -> max count, e.g. the space's max config) is needed only for refs that
+    concatenate several groups."""
+
+    def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int,
+                 kernel_size: int, stride: int = 1, padding: int | None = None, groups: int = 1,
+                 depthwise: bool = False, bias: bool = False, max_counts: Mapping[str, int] | None = None):
+        if depthwise and (max_in != max_out or in_ref != out_ref):
+            raise ValueError(f"depthwise conv needs the same input and output channels, got {in_ref!r} "
+                             f"({max_in}) and {out_ref!r} ({max_out})")
+        if groups > 1 and not depthwise:
+            for ref in (in_ref, out_ref):
+                if not isinstance(ref, int) and not (isinstance(ref, PerGroup) and ref.groups == groups):
+                    raise ValueError(
+                        f"a grouped conv ({groups} groups) reads and writes per-group tensors: its channel "
+                        f"refs must be fixed ints or PerGroup(..., {groups}), got {ref!r}")
+        padding = (kernel_size - 1) // 2 if padding is None else padding
+        super().__init__(max_in, max_out, kernel_size, stride, padding,
+                         groups=max_in if depthwise else groups, bias=bias)
+        self.in_ref, self.out_ref = in_ref, out_ref
+        self.depthwise = depthwise
+        self.fixed_groups = 1 if depthwise else groups
+        self.max_counts = _max_counts(max_counts, (in_ref, max_in), (out_ref, max_out))
+        self.active_in, self.active_out, self.active_groups = max_in, max_out, self.groups
+        self._rows = self._cols = None     # active rows / columns when not the leading ones
+
+    def activate(self, cfg) -> None:
+        self.active_in = resolve(self.in_ref, cfg)
+        self.active_out = resolve(self.out_ref, cfg)
+        self.active_groups = self.active_out if self.depthwise else self.fixed_groups
+        rows = channel_index(self.out_ref, cfg, self.max_counts)
+        cols = None if self.depthwise else channel_index(self.in_ref, cfg, self.max_counts)
+        if cols is not None and self.fixed_groups > 1:
+            # a per-group input: every group's columns are the places of the first block's channels
+            cols = cols[: self.active_in // self.fixed_groups]
+            cols = None if cols == tuple(range(len(cols))) else cols
+        self._rows, self._cols = _as_tensor(rows, self.weight), _as_tensor(cols, self.weight)
+
+    def sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        in_per_group = 1 if self.depthwise else self.active_in // self.fixed_groups
+        weight = take(take(self.weight, 0, self.active_out, self._rows), 1, in_per_group, self._cols)
+        bias = take(self.bias, 0, self.active_out, self._rows) if self.bias is not None else None
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.sliced()
+        if self.depthwise:
+            return depthwise_conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.active_groups)
+
+    def export_to(self, child: nn.Conv2d) -> None:
+        weight, bias = self.sliced()
+        child.weight.copy_(weight)
+        if bias is not None:
+            child.bias.copy_(bias)
+
+
+class SlimLinear(nn.Linear, SlimModule):
+    """Linear over the active part of a max-size weight (``weight[:out, :in]`` for group refs)."""
+
+    def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int, bias: bool = True,
+                 max_counts: Mapping[str, int] | None = None):
+        super().__init__(max_in, max_out, bias=bias)
+        self.in_ref, self.out_ref = in_ref, out_ref
+        self.max_counts = _max_counts(max_counts, (in_ref, max_in), (out_ref, max_out))
+        self.active_in, self.active_out = max_in, max_out
+        self._rows = self._cols = None
+
+    def activate(self, cfg) -> None:
+        self.active_in = resolve(self.in_ref, cfg)
+        self.active_out = resolve(self.out_ref, cfg)
+        self._rows = _as_tensor(channel_index(self.out_ref, cfg, self.max_counts), self.weight)
+        self._cols = _as_tensor(channel_index(self.in_ref, cfg, self.max_counts), self.weight)
+
+    def sliced(self):
+        weight = take(take(self.weight, 0, self.active_out, self._rows), 1, self.active_in, self._cols)
+        bias = take(self.bias, 0, self.active_out, self._rows) if self.bias is not None else None
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, *self.sliced())
+
+    def export_to(self, child: nn.Linear) -> None:
+        weight, bias = self.sliced()
+        child.weight.copy_(weight)
+        if bias is not None:
+            child.bias.copy_(bias)
+
+
+class SlimAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """Global pooling that knows its channel ref, so MACs can be counted without a forward."""
+
+    def __init__(self, ref: ChannelRef, output_size=1):
+        super().__init__(output_size)
+        self.ref = ref
+
+
+class SlimAvgPool2d(nn.AvgPool2d):
+    """Strided average pooling (ShuffleNet shortcut) that knows its channel ref."""
+
+    def __init__(self, ref: ChannelRef, kernel_size: int, stride: int, padding: int = 0):
+        super().__init__(kernel_size, stride, padding)
+        self.ref = ref
