@@ -9,6 +9,8 @@ import statistics
 from collections import defaultdict
 
 WIDTHS = (1.0, 0.75, 0.5, 0.35)   # the study's uniform widths (bench/study_fashion_mnist.py uses these)
+TOLERANCE = 1.5    # points: S-MobileNet v2 on ImageNet was 0.6-1.3 from its individual models
+CONVERGED = 0.3    # points: converged when the last 20% of epochs gain less than this on the test set
 
 
 def _load(results_dir: str) -> dict[str, list[dict]]:
@@ -98,9 +100,73 @@ def collect(results_dir: str) -> dict:
             "calibration": recs.get("calibration", []), "costs": recs.get("costs", []), "records": recs}
 
 
+def convergence(records: dict) -> list[tuple]:
+    """(job, width label, epochs, top-1 at 80% of the epochs, final top-1, gain) of every record
+    with per-epoch test accuracy: the gain of its last 20% of epochs."""
+    rows = []
+    for recs in records.values():
+        for r in recs:
+            per_epoch = (r.get("train") or {}).get("top1_per_epoch") or {}
+            for label, curve in per_epoch.items():
+                curve = [v for v in curve if v is not None]
+                if len(curve) < 5:
+                    continue
+                at = curve[int(round(0.8 * len(curve))) - 1]
+                rows.append((r["job"], label, len(curve), at, curve[-1], curve[-1] - at))
+    return sorted(rows)
+
+
+def claims(d: dict) -> list[tuple[str, str, str]]:
+    """(claim, measured, verdict) with the papers' own tolerance; claims without data are left out."""
+    acc, ind, out = d["acc"], d["acc"].get("individual", {}), []
+
+    def gaps(label):
+        m = acc.get(label, {})
+        return {w: m[w][0] - ind[w][0] for w in WIDTHS if m.get(w) and ind.get(w)}
+    for label in ("S-Net", "US-Net"):
+        g = gaps(label)
+        if len(g) == len(WIDTHS):
+            worst = min(g.values())
+            out.append((f"{label} within {TOLERANCE} pt of the individual model at every width",
+                        ", ".join(f"{w:g}: {v:+.2f}" for w, v in g.items()),
+                        "yes" if worst >= -TOLERANCE else "no"))
+    us = acc.get("US-Net", {})
+    if len(us) > 2:
+        ws = sorted(us)
+        noise = max([max(us[w][1] for w in ws), ind and max(s[1] for s in ind.values() if s) or 0, 0.3])
+        drops = [us[a][0] - us[b][0] for a, b in zip(ws, ws[1:])]
+        out.append(("US-Net curve monotone within noise",
+                    f"largest drop to a wider width {max(max(drops), 0):.2f} pt (noise {noise:.2f})",
+                    "yes" if max(drops) <= noise else "no"))
+    diffs = {w: _stat(a["retrained"])[0] - ind[w][0] for w, a in d["autoslim"].items()
+             if a["retrained"] and ind.get(w)}
+    if diffs:
+        out.append(("AutoSlim retrained at or above the uniform model of the same MACs at every budget",
+                    ", ".join(f"{w:g}: {v:+.2f}" for w, v in sorted(diffs.items(), reverse=True)),
+                    ("yes" if min(diffs.values()) >= 0 else "no") +
+                    ("" if len(diffs) == len(WIDTHS) else f" ({len(diffs)} of {len(WIDTHS)} budgets so far)")))
+    conv = convergence(d["records"])
+    fixed = [row for row in conv if row[0].startswith("fixed_")]
+    if fixed:
+        per_w = defaultdict(list)
+        for row in fixed:
+            per_w[row[1]].append(row[5])
+        means = {w: statistics.fmean(v) for w, v in per_w.items()}
+        out.append((f"individual models converged (last 20% of epochs gain < {CONVERGED} pt, mean of seeds)",
+                    ", ".join(f"{w}: {v:+.2f}" for w, v in sorted(means.items(), key=lambda kv: -float(kv[0]))),
+                    "yes" if max(means.values()) < CONVERGED else "no"))
+    return out
+
+
 def tables(d: dict) -> str:
     acc, macs = d["acc"], d["macs"]
     out = []
+    verdicts = claims(d)
+    if verdicts:
+        out.append("| claim | measured | reproduced |")
+        out.append("|---|---|---|")
+        out += [f"| {c} | {m} | {v} |" for c, m, v in verdicts]
+        out.append("")
     ind = acc.get("individual", {})
     seeds = {label: max((s[2] for s in m.values() if s), default=0) for label, m in acc.items()}
     images = next((row["images"] for recs in d["records"].values() for r in recs for row in r.get("eval", [])), 0)
@@ -178,7 +244,14 @@ def tables(d: dict) -> str:
                            f"{x['child_over_plain']:.3f} | {x['ms']['supernet']:.2f} | {x['supernet_over_child']:.3f} |")
         out.append(f"\n(per model: median over {c['rounds']} interleaved rounds of the median of "
                    f"{c.get('repeats', 15)} timed forwards; {c['threads']} thread(s))\n")
-    # 6. wall time per job
+    # 6. convergence
+    conv = convergence(d["records"])
+    if conv:
+        out.append("| job | width | epochs | top-1 after 80% of the epochs | final | gain of the last 20% |")
+        out.append("|---|---|---|---|---|---|")
+        out += [f"| {j} | {w} | {n} | {a:.2f} | {f:.2f} | {g:+.2f} |" for j, w, n, a, f, g in conv]
+        out.append("")
+    # 7. wall time per job
     rows = []
     for method, recs in sorted(d["records"].items()):
         for r in recs:
