@@ -1,6 +1,8 @@
 """``Layers``: the factory one model definition calls to build a supernet or a plain child."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -33,39 +35,47 @@ class Layers:
         """Channels of ``ref`` in the model being built (the child's, or the supernet's maxima)."""
         return resolve(ref, self.child if self.child is not None else self._max)
 
-    def _max_count(self, ref: ChannelRef) -> int:
+    def max_count(self, ref: ChannelRef) -> int:
+        """Channels of ``ref`` at the space's max config: the size a slimmable layer is made at."""
         return resolve(ref, self._max)
 
-    def _layer(self, make_slim) -> nn.Module:
-        """``make_slim()`` for a supernet; for a child, the plain layer that slimmable layer gives."""
+    @property
+    def max_counts(self):
+        """The space's max config (group -> max channels), for slimmable layers' ``max_counts``."""
+        return self._max
+
+    def layer(self, make_slim: Callable[[], SlimModule]) -> nn.Module:
+        """Any slimmable layer kind: ``make_slim()`` (a layer sized with :meth:`max_count`) for a
+        supernet; for a child, the plain layer that slimmable layer gives (``plain(cfg)``). A new
+        layer kind needs no method here: a model calls ``L.layer(lambda: MyLayer(...))``."""
         if self.child is None:
             return make_slim()
         with torch.device("meta"):
-            slim: SlimModule = make_slim()
+            slim = make_slim()
         return slim.plain(self.child)
 
     def conv(self, in_ref, out_ref, kernel_size, stride=1, padding=None, groups=1, depthwise=False, bias=False):
-        return self._layer(lambda: SlimConv2d(in_ref, out_ref, self._max_count(in_ref), self._max_count(out_ref),
-                                              kernel_size, stride, padding, groups, depthwise, bias,
-                                              max_counts=self._max))
+        return self.layer(lambda: SlimConv2d(in_ref, out_ref, self.max_count(in_ref), self.max_count(out_ref),
+                                             kernel_size, stride, padding, groups, depthwise, bias,
+                                             max_counts=self._max))
 
     def bn(self, ref):
         if self.bn_mode == "switchable" and self.child is None:
             return SwitchableBatchNorm2d(ref, self.switchable)
         # a child's BN is the same plain BatchNorm2d in every mode (export fills in its statistics)
         shared = self.bn_mode == "shared"
-        return self._layer(lambda: SlimBatchNorm2d(ref, self._max_count(ref), track_shared_stats=shared,
-                                                   max_counts=self._max))
+        return self.layer(lambda: SlimBatchNorm2d(ref, self.max_count(ref), track_shared_stats=shared,
+                                                  max_counts=self._max))
 
     def linear(self, in_ref, out_ref, bias=True):
-        return self._layer(lambda: SlimLinear(in_ref, out_ref, self._max_count(in_ref), self._max_count(out_ref), bias,
-                                              max_counts=self._max))
+        return self.layer(lambda: SlimLinear(in_ref, out_ref, self.max_count(in_ref), self.max_count(out_ref), bias,
+                                             max_counts=self._max))
 
     def global_pool(self, ref):
-        return self._layer(lambda: SlimAdaptiveAvgPool2d(ref, 1))
+        return self.layer(lambda: SlimAdaptiveAvgPool2d(ref, 1))
 
     def avg_pool(self, ref, kernel_size, stride, padding=0):
-        return self._layer(lambda: SlimAvgPool2d(ref, kernel_size, stride, padding))
+        return self.layer(lambda: SlimAvgPool2d(ref, kernel_size, stride, padding))
 
     def conv_bn(self, in_ref, out_ref, kernel_size, stride=1, act=nn.ReLU, depthwise=False, groups=1):
         """conv -> BN -> activation (or none when ``act`` is None), as one Sequential."""
