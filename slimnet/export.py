@@ -17,8 +17,11 @@ from .utils import atomic_path, atomic_torch_save, atomic_write_text, safe_torch
 def export(supernet: SlimNet, config=None) -> SlimNet:
     """A plain ``torch.nn`` model with exactly ``config``'s channels (default: the active config).
 
-    Weights are copied from the supernet's slices; BN parameters and statistics come from the
-    config's switchable BN or its calibrated statistics. The child has the supernet's device and
+    The child is the model definition built with ``channels=config`` (each of its layers is the
+    supernet layer's ``plain(config)``); every slimmable layer then copies the parameters it uses
+    at ``config`` into its namesake (``SlimModule.export_to``): weights from the supernet's
+    slices, BN parameters and statistics from the config's switchable BN or its calibrated
+    statistics. The child has the supernet's device and
     dtype, is returned in eval mode, and its outputs equal the supernet's at ``config`` (eval mode).
     """
     if supernet.is_child:

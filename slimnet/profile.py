@@ -8,9 +8,11 @@ apart, as ``pool_macs`` (one add per pooled input value): the papers disagree on
 in their totals (MobileNet v1's 568.8M includes its 0.05M global pool; v2's 97.1M does not).
 Parameters are those of the exported child: conv/linear weights and biases, BN weight and bias.
 
-The per-config cost is pure arithmetic over a *layer table* (kind, channel refs, kernel, output
-size) traced once per input size from the model definition itself, on the meta device (no
-memory, no real compute), so the AutoSlim search can call ``profile`` thousands of times.
+Each slimmable layer knows its own cost (``SlimModule.cost(cfg, in_shape, out_shape)``, see
+``slimnet.nn.protocol``); ``profile`` sums it over a *layer table* (each layer call with its input
+and output shapes) traced once per input size from the model definition itself, on the meta
+device (no memory, no real compute), so the AutoSlim search can call ``profile`` thousands of
+times.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .nn import (SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimBatchNorm2d, SlimConv2d, SlimLinear,
-                 SwitchableBatchNorm2d, resolve)
+from .nn import SlimModule
 
 
 @dataclass(frozen=True)
@@ -42,36 +43,21 @@ def format_count(n: float) -> str:
 
 
 def _layer_table(space, input_size: int) -> list[tuple]:
-    """Trace the model at max channels on the meta device and record each costed layer."""
+    """``(layer, input shape, output shape)`` of every slimmable layer call, in forward order:
+    the model traced once at max channels on the meta device (no memory, no compute)."""
     if input_size in space._tables:
         return space._tables[input_size]
     if space._builder is None:
         raise ValueError("this channel space has no model builder; get spaces from slimnet.build(...).space")
     table = []
 
-    def hook(module, inputs, output):
-        out_hw = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
-        if isinstance(module, SlimConv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            table.append(("conv", module.in_ref, module.out_ref, k, module.depthwise, module.fixed_groups,
-                          out_hw, module.bias is not None))
-        elif isinstance(module, SlimLinear):
-            table.append(("linear", module.in_ref, module.out_ref, 1, False, 1, 1, module.bias is not None))
-        elif isinstance(module, SlimAdaptiveAvgPool2d):
-            in_hw = inputs[0].shape[2] * inputs[0].shape[3]
-            table.append(("pool", module.ref, module.ref, in_hw, False, 1, out_hw, False))
-        elif isinstance(module, SlimAvgPool2d):
-            k = module.kernel_size * module.kernel_size
-            table.append(("pool", module.ref, module.ref, k, False, 1, out_hw, False))
-        elif isinstance(module, (SlimBatchNorm2d, SwitchableBatchNorm2d)):
-            table.append(("bn", module.ref, module.ref, 0, False, 1, 0, False))
+    def record(module, inputs, output):
+        table.append((module, tuple(inputs[0].shape), tuple(output.shape)))
 
     with torch.device("meta"):
         net = space._builder(input_size=input_size, bn="universal")
     net.train()
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (SlimConv2d, SlimLinear, SlimAdaptiveAvgPool2d, SlimAvgPool2d,
-                                 SlimBatchNorm2d, SwitchableBatchNorm2d))]
+    handles = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, SlimModule)]
     try:
         net(torch.empty(2, space.arch["in_channels"], input_size, input_size, device="meta"))  # 2: BN on 1x1 maps
     finally:
@@ -82,22 +68,16 @@ def _layer_table(space, input_size: int) -> list[tuple]:
 
 
 def profile(space, cfg=None, input_size: int | None = None) -> Cost:
-    """MACs and params of ``cfg`` (default: the max config) without running the model."""
+    """MACs and params of ``cfg`` (default: the max config) without running the model: the sum
+    of each traced layer's own ``cost`` (the ``SlimModule`` protocol)."""
     cfg = space.max() if cfg is None else space.config(cfg)
     input_size = input_size or space.arch["input_size"]
     macs = pool = params = 0
-    for kind, in_ref, out_ref, k, depthwise, groups, out_hw, bias in _layer_table(space, input_size):
-        cout = resolve(out_ref, cfg)
-        if kind == "bn":
-            params += 2 * cout
-            continue
-        cin = resolve(in_ref, cfg)
-        if kind == "pool":
-            pool += cout * k * out_hw
-            continue
-        per_out = k * (1 if depthwise else cin // groups)
-        macs += cout * per_out * out_hw
-        params += cout * per_out + (cout if bias else 0)
+    for layer, in_shape, out_shape in _layer_table(space, input_size):
+        cost = layer.cost(cfg, in_shape, out_shape)
+        macs += cost.macs
+        params += cost.params
+        pool += cost.pool_macs
     return Cost(macs=macs, params=params, pool_macs=pool)
 
 

@@ -18,14 +18,9 @@ from helpers import channel_places
 
 import slimnet
 from slimnet.models.shufflenet import cat_per_group, channel_shuffle
-from slimnet.nn import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimBatchNorm2d, SlimConv2d, SlimLinear
+from slimnet.nn import SlimBatchNorm2d, SlimConv2d, SlimModule
 
 MODELS = sorted(slimnet.MODELS)
-LAYERS = (SlimConv2d, SlimLinear, SlimBatchNorm2d, SlimAvgPool2d, SlimAdaptiveAvgPool2d)
-
-
-def output_ref(module):
-    return module.out_ref if hasattr(module, "out_ref") else module.ref
 
 
 def config_pairs(space, seed):
@@ -44,7 +39,7 @@ def check_coherent(net, small, large, x, atol=1e-9):
     """Max deviation of each layer (and of the logits) of ``large`` restricted to ``small``'s
     channels, with everything outside ``small`` zeroed after every layer, from ``small``'s run."""
     max_cfg = net.space.max()
-    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, LAYERS)]
+    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, SlimModule)]
     seen, errors = {}, {}
 
     def record(name):
@@ -54,7 +49,7 @@ def check_coherent(net, small, large, x, atol=1e-9):
 
     def restrict(name, module):
         def hook(_m, _inp, out):
-            keep = channel_places(output_ref(module), small, large, max_cfg)
+            keep = channel_places(module.channel_refs().output, small, large, max_cfg)
             errors[name] = (out[:, keep] - seen[name]).abs().max().item()
             masked = torch.zeros_like(out)
             masked[:, keep] = out[:, keep]

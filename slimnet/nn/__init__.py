@@ -16,11 +16,29 @@ copy. Concatenations and per-group tensors keep the leading channels of each par
 group's share), which is not a leading slice of the whole tensor: those layers gather their
 active rows / columns (``index_select``, a copy of the used weights only).
 """
-from .bn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator  # noqa: F401
+from .bn import (  # noqa: F401
+    SlimBatchNorm2d,
+    SwitchableBatchNorm2d,
+    _CalibratableBN,
+    _StatsAccumulator,
+)
 from .builder import Layers
-from .layers import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimConv2d, SlimLinear, SlimModule
+from .layers import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimConv2d, SlimLinear
+from .protocol import (
+    DECAY_ROLES,
+    LayerCost,
+    LayerRefs,
+    SlimModule,
+    decay_roles_of,
+    groups_used,
+    parameters_with_decay_roles,
+    plain_decay_roles,
+)
 from .refs import ChannelRef, PerGroup, channel_index, ref_groups, resolve, take
 
-__all__ = ["ChannelRef", "Layers", "PerGroup", "SlimAdaptiveAvgPool2d", "SlimAvgPool2d", "SlimBatchNorm2d",
-           "SlimConv2d", "SlimLinear", "SlimModule", "SwitchableBatchNorm2d", "channel_index", "ref_groups",
-           "resolve", "take"]
+__all__ = [
+    "DECAY_ROLES", "ChannelRef", "LayerCost", "LayerRefs", "Layers", "PerGroup", "SlimAdaptiveAvgPool2d",
+    "SlimAvgPool2d", "SlimBatchNorm2d", "SlimConv2d", "SlimLinear", "SlimModule", "SwitchableBatchNorm2d",
+    "channel_index", "decay_roles_of", "groups_used", "parameters_with_decay_roles", "plain_decay_roles",
+    "ref_groups", "resolve", "take",
+]

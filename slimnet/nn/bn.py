@@ -8,7 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import SlimModule
+from .protocol import LayerCost, LayerRefs
 from .refs import ChannelRef, _as_tensor, _max_counts, channel_index, resolve, take
+
 
 class _StatsAccumulator:
     """Exact per-channel mean / unbiased variance over every value seen (float64 sums)."""
@@ -167,6 +169,19 @@ class SlimBatchNorm2d(_CalibratableBN):
     def extra_repr(self) -> str:
         return f"{self.num_features}, ref={self.ref!r}, calibrated={len(self.calibrated_keys)}"
 
+    # -- SlimModule protocol (slimnet.nn.protocol) --------------------------------------------
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.ref, self.ref)
+
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        return LayerCost(macs=0, params=2 * resolve(self.ref, cfg), pool_macs=0)   # affine weight and bias
+
+    def plain(self, cfg) -> nn.BatchNorm2d:
+        return nn.BatchNorm2d(resolve(self.ref, cfg), eps=self.eps, momentum=self.momentum)
+
+    def decay_roles(self) -> dict[str, str]:
+        return {name: "norm" for name, _ in self.named_parameters(recurse=False)}
+
 
 class SwitchableBatchNorm2d(_CalibratableBN):
     """BatchNorm for slimmable nets with a fixed list of configs: one private BN (own affine and
@@ -207,3 +222,16 @@ class SwitchableBatchNorm2d(_CalibratableBN):
 
     def export_to(self, child: nn.BatchNorm2d) -> None:
         child.load_state_dict(self._active_bn().state_dict())
+
+    # -- SlimModule protocol (slimnet.nn.protocol) --------------------------------------------
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.ref, self.ref)
+
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        return LayerCost(macs=0, params=2 * resolve(self.ref, cfg), pool_macs=0)   # affine weight and bias
+
+    def plain(self, cfg) -> nn.BatchNorm2d:
+        return nn.BatchNorm2d(resolve(self.ref, cfg), eps=self.eps, momentum=self.bns[0].momentum)
+
+    def decay_roles(self) -> dict[str, str]:
+        return {}   # no parameters of its own: each private BN is a plain nn.BatchNorm2d (role "norm")

@@ -1,24 +1,32 @@
 """Slimmable conv, linear and pooling layers: max-size weights run at the active channel counts."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 from ..ops import depthwise_conv2d
-from .refs import ChannelRef, PerGroup, _as_tensor, _max_counts, channel_index, resolve, take
+from .protocol import LayerCost, LayerRefs, SlimModule
+from .refs import (
+    ChannelRef,
+    PerGroup,
+    _as_tensor,
+    _max_counts,
+    channel_index,
+    resolve,
+    take,
+)
 
-class SlimModule:
-    """Mixin: a module whose active channel counts follow the model's config."""
+__all__ = ["SlimAdaptiveAvgPool2d", "SlimAvgPool2d", "SlimConv2d", "SlimLinear", "SlimModule"]
 
-    def activate(self, cfg) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
 
-    def export_to(self, child: nn.Module) -> None:  # pragma: no cover - interface
-        """Copy the parameters used at the active config into the equivalent plain layer ``child``."""
-        raise NotImplementedError
+def _positions(shape: tuple) -> int:
+    """Spatial positions of an ``(N, C, H, W)`` tensor (1 for ``(N, C)``)."""
+    return math.prod(shape[2:])
 
 
 class SlimConv2d(nn.Conv2d, SlimModule):
@@ -82,6 +90,29 @@ class SlimConv2d(nn.Conv2d, SlimModule):
         if bias is not None:
             child.bias.copy_(bias)
 
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.in_ref, self.out_ref)
+
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
+        per_output = self.kernel_size[0] * self.kernel_size[1] * (1 if self.depthwise else cin // self.fixed_groups)
+        weights = cout * per_output
+        bias = cout if self.bias is not None else 0
+        return LayerCost(macs=weights * _positions(out_shape), params=weights + bias, pool_macs=0)
+
+    def plain(self, cfg) -> nn.Conv2d:
+        cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
+        return nn.Conv2d(cin, cout, self.kernel_size, self.stride, self.padding, self.dilation,
+                         groups=cin if self.depthwise else self.fixed_groups, bias=self.bias is not None,
+                         padding_mode=self.padding_mode)
+
+    def decay_roles(self) -> dict[str, str]:
+        depthwise = self.depthwise or 1 < self.groups == self.in_channels == self.out_channels
+        roles = {"weight": "depthwise" if depthwise else "weight"}
+        if self.bias is not None:
+            roles["bias"] = "bias"
+        return roles
+
 
 class SlimLinear(nn.Linear, SlimModule):
     """Linear over the active part of a max-size weight (``weight[:out, :in]`` for group refs)."""
@@ -114,18 +145,65 @@ class SlimLinear(nn.Linear, SlimModule):
         if bias is not None:
             child.bias.copy_(bias)
 
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.in_ref, self.out_ref)
 
-class SlimAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
+        bias = cout if self.bias is not None else 0
+        return LayerCost(macs=cout * cin * _positions(out_shape), params=cout * cin + bias, pool_macs=0)
+
+    def plain(self, cfg) -> nn.Linear:
+        return nn.Linear(resolve(self.in_ref, cfg), resolve(self.out_ref, cfg), bias=self.bias is not None)
+
+    def decay_roles(self) -> dict[str, str]:
+        return {"weight": "weight", "bias": "bias"} if self.bias is not None else {"weight": "weight"}
+
+
+class _SlimPool(SlimModule):
+    """Pooling keeps every channel and has no parameters: it only needs its channel ref, to be costed."""
+
+    ref: ChannelRef
+
+    def activate(self, cfg) -> None:
+        pass      # channel-agnostic at run time
+
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.ref, self.ref)
+
+    def export_to(self, child: nn.Module) -> None:
+        pass      # no parameters
+
+    def decay_roles(self) -> dict[str, str]:
+        return {}
+
+
+class SlimAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d, _SlimPool):
     """Global pooling that knows its channel ref, so MACs can be counted without a forward."""
 
     def __init__(self, ref: ChannelRef, output_size=1):
         super().__init__(output_size)
         self.ref = ref
 
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        pooled = resolve(self.ref, cfg) * _positions(in_shape) * _positions(out_shape)
+        return LayerCost(macs=0, params=0, pool_macs=pooled)
 
-class SlimAvgPool2d(nn.AvgPool2d):
+    def plain(self, cfg) -> nn.AdaptiveAvgPool2d:
+        return nn.AdaptiveAvgPool2d(self.output_size)
+
+
+class SlimAvgPool2d(nn.AvgPool2d, _SlimPool):
     """Strided average pooling (ShuffleNet shortcut) that knows its channel ref."""
 
     def __init__(self, ref: ChannelRef, kernel_size: int, stride: int, padding: int = 0):
         super().__init__(kernel_size, stride, padding)
         self.ref = ref
+
+    def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
+        window = math.prod(_pair(self.kernel_size))
+        return LayerCost(macs=0, params=0, pool_macs=resolve(self.ref, cfg) * window * _positions(out_shape))
+
+    def plain(self, cfg) -> nn.AvgPool2d:
+        return nn.AvgPool2d(self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)

@@ -7,6 +7,7 @@ from typing import Mapping, Union
 
 import torch
 
+
 @dataclass(frozen=True)
 class PerGroup:
     """Channel ref of a tensor read or written by convs with ``groups`` groups (ShuffleNet).
