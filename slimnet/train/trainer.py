@@ -61,18 +61,18 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
-from .calibrate import calibrate_bn
-from .checkpoint import load_checkpoint, model_spec, nonfinite_entries, save_checkpoint
-from .config import Config, ConfigError, flatten, to_yaml
-from .loaders import Loaders, build_loaders, experiment_data, mix
-from .losses import cross_entropy, distill_loss
-from .metrics import evaluate, summarize
-from .models import build
-from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d
-from .ops import use_fast_depthwise_
-from .profile import profile
-from .space import read_channel_json
-from .utils import atomic_write_text, check_output_dir, clean_stale_temps, json_safe, pick_device
+from ..calibrate import calibrate_bn
+from ..checkpoint import load_checkpoint, model_spec, nonfinite_entries, save_checkpoint
+from ..config import Config, ConfigError, flatten, to_yaml
+from ..loaders import Loaders, build_loaders, experiment_data, mix
+from ..losses import cross_entropy, distill_loss
+from ..metrics import evaluate, summarize
+from ..models import build
+from ..nn import SlimBatchNorm2d, SwitchableBatchNorm2d
+from ..ops import use_fast_depthwise_
+from ..profile import profile
+from ..space import read_channel_json
+from ..utils import atomic_write_text, check_output_dir, clean_stale_temps, json_safe, pick_device
 
 __all__ = ["train", "TrainingDiverged", "build_model", "WidthSampler", "param_groups", "lr_factor",
            "RESUME_SAFE_KEYS"]
@@ -603,7 +603,7 @@ def train(cfg: Config | str, *, resume: bool | str | None = None, fresh: bool = 
     Under ``torchrun`` each process calls this; only rank 0 writes files and logs.
     """
     if isinstance(cfg, (str, os.PathLike)):
-        from .config import load_config
+        from ..config import load_config
         cfg = load_config(os.fspath(cfg))
     if fresh and resume:
         raise ConfigError("--fresh and --resume contradict each other; pick one")
