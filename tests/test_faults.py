@@ -214,7 +214,8 @@ def test_fresh_run_replaces_previous_only_after_its_first_checkpoint(tmp_path, n
     import subprocess
     import sys
 
-    from slimnet.train import REPLACED, TrainingDiverged, _stage_previous_run, train
+    from slimnet.train import REPLACED, TrainingDiverged, train
+    from slimnet.train.resume import stage_previous_run as _stage_previous_run
     run = tmp_path / "run"
     train(load_config(None, tiny_args(run, noise_data)), quiet=True)
     (run / "autoslim_20M.json").write_text("{}")

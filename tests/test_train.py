@@ -14,8 +14,16 @@ from helpers import write_noise_fashion
 import slimnet
 from slimnet.checkpoint import load_checkpoint, load_supernet
 from slimnet.config import ConfigError, load_config
-from slimnet.train import (TrainingDiverged, WidthSampler, build_model, distill_ramp, lr_factor, param_groups, train,
-                           width_loss)
+from slimnet.train import (
+    TrainingDiverged,
+    WidthSampler,
+    build_model,
+    distill_ramp,
+    lr_factor,
+    param_groups,
+    train,
+    width_loss,
+)
 
 torch.set_num_threads(1)   # tiny models: threads only add contention on a shared CPU
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
