@@ -187,7 +187,7 @@ def test_nonfinite_weights_never_reach_a_checkpoint(tmp_path, noise_data, monkey
 def test_nonfinite_bn_statistics_after_eval_write_no_checkpoint(tmp_path, noise_data, monkeypatch):
     """Calibrated BN statistics that overflow (what optim.lr=1e9 does): metrics.jsonl records the
     epoch as valid JSON (null for the non-finite eval loss), no best.pt / last.pt is written."""
-    import slimnet.train.trainer as engine
+    import slimnet.train.evaluation as engine
     from slimnet.train import TrainingDiverged, train
     real = engine.calibrate_bn
 

@@ -13,11 +13,9 @@ from pathlib import Path
 import torch
 import torch.distributed as tdist
 
-from ..calibrate import calibrate_bn
 from ..checkpoint import nonfinite_entries, save_checkpoint
 from ..config import Config, ConfigError
 from ..loaders import build_loaders, experiment_data, mix
-from ..metrics import evaluate, summarize
 from ..profile import profile
 from ..utils import check_output_dir
 from .distributed import (
@@ -29,6 +27,7 @@ from .distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
+from .evaluation import evaluate_plan
 from .modes import build_model, compile_modes, get_mode
 from .optim import make_optimizer, make_scheduler
 from .plan import best_label
@@ -241,23 +240,9 @@ class Trainer:
         return values, lr
 
     def evaluate_widths(self) -> dict:
-        """Top-1 / top-5 / loss / MACs of every evaluated config (BN calibrated first when the
-        plan says so), summed over ranks."""
-        raw, plan, loaders, device = self.raw, self.plan, self.loaders, self.device
-        out = {}
-        for label, c in plan.eval_configs:
-            if not raw.is_child:
-                if plan.calibrate:
-                    calibrate_bn(raw, c, loaders.calib, self.exp.eval.calib_images, device=device)
-                raw.set_channels(c)
-            with self.autocast:
-                r = evaluate(raw, loaders.eval, device)
-            sums = torch.tensor([r["correct1"], r["correct5"], r["loss_sum"], r["images"]], dtype=torch.float64,
-                                device=device)
-            sums[3] = float(loaders.eval_images_rank)     # exact count (summarize() floors it at 1)
-            s = summarize(*all_reduce_sum(sums, self.dist).tolist())
-            out[label] = {"top1": s["top1"], "top5": s["top5"], "loss": s["loss"], "macs": profile(raw.space, c).macs}
-        return out
+        """Top-1 / top-5 / loss / MACs of every evaluated config, summed over ranks."""
+        return evaluate_plan(self.raw, self.plan, self.loaders, self.exp.eval.calib_images, self.device, self.dist,
+                             self.autocast)
 
     def end_epoch(self, epoch: int, sums: dict, t0: float, train_time: float, n_images: int) -> None:
         """BN statistics averaged, evaluation when due, the epoch's record, best.pt when the chosen
