@@ -50,18 +50,23 @@ Design notes:
 """
 from .distributed import DistInfo, init_distributed
 from .modes import (
-           MODES,
-           AutoSlim,
-           Fixed,
-           Switchable,
-           TrainingMode,
-           Universal,
-           build_model,
-           get_mode,
+    MODES,
+    AutoSlim,
+    Fixed,
+    Switchable,
+    TrainingMode,
+    Universal,
+    build_model,
+    get_mode,
 )
 from .optim import lr_factor, make_optimizer, make_scheduler, param_groups
 from .plan import TrainPlan
-from .resume import REPLACED, RESUME_SAFE_KEYS, check_resume_compatible
+from .resume import (
+    REPLACED,
+    RESUME_SAFE_KEYS,
+    RESUME_SAFE_PREFIXES,
+    check_resume_compatible,
+)
 from .step import DistillLoss, StepOptions, distill_ramp, train_step, width_loss
 from .trainer import Trainer, TrainingDiverged, train
 from .widths import WidthSampler, width_sampler
@@ -69,4 +74,5 @@ from .widths import WidthSampler, width_sampler
 __all__ = ["train", "Trainer", "TrainingDiverged", "build_model", "TrainPlan", "WidthSampler", "width_sampler",
            "TrainingMode", "Switchable", "Universal", "AutoSlim", "Fixed", "MODES", "get_mode", "param_groups",
            "make_optimizer", "make_scheduler", "lr_factor", "train_step", "StepOptions", "DistillLoss", "width_loss",
-           "distill_ramp", "DistInfo", "init_distributed", "RESUME_SAFE_KEYS", "REPLACED", "check_resume_compatible"]
+           "distill_ramp", "DistInfo", "init_distributed", "RESUME_SAFE_KEYS", "RESUME_SAFE_PREFIXES", "REPLACED",
+           "check_resume_compatible"]

@@ -31,7 +31,8 @@ from ..space import read_channel_json
 from .plan import TrainPlan, model_arch, prototype, resolve_entries, spread_configs
 from .widths import ListedWidths, SandwichWidths
 
-__all__ = ["TrainingMode", "Switchable", "Universal", "AutoSlim", "Fixed", "MODES", "get_mode", "build_model"]
+__all__ = ["TrainingMode", "Switchable", "Sandwich", "Universal", "AutoSlim", "Fixed", "MODES", "get_mode", "compile_modes",
+           "build_model"]
 
 
 class TrainingMode:
