@@ -51,7 +51,7 @@ def _overrides(out: str, data_root: str, mode: str) -> list[str]:
 
 def _float64(setattr_=setattr) -> None:
     """Build models in float64, cast inputs to it (see the module docstring)."""
-    import slimnet.train as engine
+    import slimnet.train.trainer as engine
 
     torch.set_default_dtype(torch.float64)
     build_model = engine.build_model
@@ -65,7 +65,7 @@ def _float64(setattr_=setattr) -> None:
 
 
 def _worker(out: str, overrides: list[str]) -> None:
-    import slimnet.train as engine
+    import slimnet.train.trainer as engine
     from slimnet.config import load_config
 
     cfg = load_config(None, overrides)

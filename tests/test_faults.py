@@ -164,7 +164,7 @@ def strict_json_lines(path):
 def test_nonfinite_weights_never_reach_a_checkpoint(tmp_path, noise_data, monkeypatch):
     """A finite loss with an infinite gradient at step 3 (weights go non-finite in the optimizer
     step): the checkpoint due at step 4 is refused and the step-2 one is named as the last good one."""
-    import slimnet.train as engine
+    import slimnet.train.trainer as engine
     from slimnet.train import TrainingDiverged, train
     real = engine.train_step
 
@@ -187,7 +187,7 @@ def test_nonfinite_weights_never_reach_a_checkpoint(tmp_path, noise_data, monkey
 def test_nonfinite_bn_statistics_after_eval_write_no_checkpoint(tmp_path, noise_data, monkeypatch):
     """Calibrated BN statistics that overflow (what optim.lr=1e9 does): metrics.jsonl records the
     epoch as valid JSON (null for the non-finite eval loss), no best.pt / last.pt is written."""
-    import slimnet.train as engine
+    import slimnet.train.evaluation as engine
     from slimnet.train import TrainingDiverged, train
     real = engine.calibrate_bn
 
@@ -214,7 +214,8 @@ def test_fresh_run_replaces_previous_only_after_its_first_checkpoint(tmp_path, n
     import subprocess
     import sys
 
-    from slimnet.train import REPLACED, TrainingDiverged, _stage_previous_run, train
+    from slimnet.train import REPLACED, TrainingDiverged, train
+    from slimnet.train.resume import stage_previous_run as _stage_previous_run
     run = tmp_path / "run"
     train(load_config(None, tiny_args(run, noise_data)), quiet=True)
     (run / "autoslim_20M.json").write_text("{}")

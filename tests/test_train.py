@@ -14,8 +14,14 @@ from helpers import write_noise_fashion
 import slimnet
 from slimnet.checkpoint import load_checkpoint, load_supernet
 from slimnet.config import ConfigError, load_config
-from slimnet.train import (TrainingDiverged, WidthSampler, build_model, distill_ramp, lr_factor, param_groups, train,
-                           width_loss)
+from slimnet.train import (
+    TrainingDiverged,
+    distill_ramp,
+    lr_factor,
+    param_groups,
+    train,
+    width_loss,
+)
 
 torch.set_num_threads(1)   # tiny models: threads only add contention on a shared CPU
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,22 +171,6 @@ def test_weight_decay_only_on_conv_linear_weights():
     decay2, _ = param_groups(net, o)
     assert len(decay2["params"]) > len(decay["params"])
     assert decay["weight_decay"] == o.weight_decay and no_decay["weight_decay"] == 0.0
-
-
-def test_width_sampler_shared_seed_and_sandwich():
-    cfg = load_config(None, ["train.mode=autoslim", "model.name=resnet20", "train.num_random=2"])
-    net, plan = build_model(cfg, 10, 1, 28)
-    ws = WidthSampler(net, plan, cfg)
-    a, b = ws.configs(5), WidthSampler(net, plan, cfg).configs(5)
-    assert [c for _, c in a] == [c for _, c in b]                     # (seed, step) only: ranks agree
-    assert [c for _, c in ws.configs(6)] != [c for _, c in a]
-    assert a[0] == ("max", net.space.max()) and a[-1] == ("min", net.space.min())
-    assert [lab for lab, _ in a] == ws.labels() == ["max", "random", "random", "min"]
-    cfg.train.mode = "universal"
-    net_u, plan_u = build_model(cfg, 10, 1, 28)
-    rand = [c for lab, c in WidthSampler(net_u, plan_u, cfg).configs(3) if lab == "random"]
-    for c in rand:   # universal: uniform widths, i.e. configs of the form space.uniform(w)
-        assert any(net_u.space.uniform(w / 100) == c for w in range(25, 101))
 
 
 def test_width_loss_hard_labels_and_distillation():

@@ -38,11 +38,11 @@ def run(args) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"experiment.device={args.device}")
-    cfg = load_config(args.config, overrides)
+    exp = load_config(args.config, overrides)
     if args.print_config:
-        print(to_yaml(cfg), end="")
+        print(to_yaml(exp), end="")
         return 0
     from ..train import train
 
-    train(cfg, resume=args.resume, fresh=args.fresh, quiet=args.quiet)
+    train(exp, resume=args.resume, fresh=args.fresh, quiet=args.quiet)
     return 0
