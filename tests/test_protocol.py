@@ -159,21 +159,37 @@ def test_decay_roles_cover_every_parameter(name, bn, child):
     assert counts["bias"] == len(bias_owners) > 0    # the classifier's
 
 
+def _decays_by_kind(module, name, flags) -> bool:
+    """The grouping rule written out by module kind (the engine's rule before layers knew their
+    roles): norms follow decay_bn, biases decay_bias, depthwise weights decay_depthwise."""
+    decay_bn, decay_bias, decay_depthwise = flags
+    if isinstance(module, (nn.BatchNorm2d, SlimBatchNorm2d, SwitchableBatchNorm2d)):
+        return decay_bn
+    if name == "bias":
+        return decay_bias
+    depthwise = getattr(module, "depthwise", False) or (
+        isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels == module.out_channels)
+    return decay_depthwise if depthwise else True
+
+
 @pytest.mark.parametrize("flags", [(False, False, False), (True, False, True), (False, True, False)])
-def test_decay_roles_reproduce_the_training_param_groups(flags):
-    """Grouping by role with the optimizer config's flags gives train.param_groups' groups."""
+def test_training_param_groups_follow_the_decay_rule(flags):
+    """train.param_groups (grouping by the layers' roles) decays exactly the parameters the rule
+    by module kind says, for supernets (universal and switchable BN) and plain children."""
     from slimnet.train import param_groups
 
-    decay_bn, decay_bias, decay_depthwise = flags
-    optim = SimpleNamespace(weight_decay=4e-5, decay_bn=decay_bn, decay_bias=decay_bias,
-                            decay_depthwise=decay_depthwise)
-    decayed = {"weight": True, "norm": decay_bn, "bias": decay_bias, "depthwise": decay_depthwise}
-    for name in ("mobilenet_v2", "shufflenet_v1"):
-        net = slimnet.build(name, num_classes=10, input_size=32)
+    optim = SimpleNamespace(weight_decay=4e-5, decay_bn=flags[0], decay_bias=flags[1], decay_depthwise=flags[2])
+    nets = [slimnet.build("mobilenet_v2", num_classes=10, input_size=32),
+            slimnet.build("shufflenet_v1", num_classes=10, input_size=32),
+            slimnet.build("mobilenet_v2", num_classes=10, input_size=32, bn="switchable", switchable=[1.0, 0.5])]
+    nets.append(slimnet.build("mobilenet_v2", num_classes=10, input_size=32, channels=nets[0].space.uniform(0.5)))
+    for net in nets:
         groups = param_groups(net, optim)
-        by_role = [p for p, role in parameters_with_decay_roles(net) if decayed[role]]
-        assert [id(p) for p in groups[0]["params"]] == [id(p) for p in by_role]
+        expected = [p for m in net.modules() for n, p in m.named_parameters(recurse=False)
+                    if _decays_by_kind(m, n, flags)]
+        assert [id(p) for p in groups[0]["params"]] == [id(p) for p in expected]
         assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(net.parameters()))
+        assert groups[1]["params"], "some parameters never decay (BN at least)"
 
 
 # -- a layer kind defined outside slimnet -------------------------------------------------------

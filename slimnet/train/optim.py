@@ -7,35 +7,21 @@ import math
 import torch
 import torch.nn as nn
 
-from ..nn import SlimBatchNorm2d, SwitchableBatchNorm2d
+from ..nn import parameters_with_decay_roles
 
 __all__ = ["param_groups", "make_optimizer", "make_scheduler", "lr_factor"]
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, SlimBatchNorm2d, SwitchableBatchNorm2d)
-
-
-def _is_depthwise(mod: nn.Module) -> bool:
-    if getattr(mod, "depthwise", False):
-        return True
-    return isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-
 
 def param_groups(net: nn.Module, optim_cfg) -> list[dict]:
-    """Two groups: weight-decayed (conv / linear weights) and not (BN, biases, depthwise)."""
+    """Two groups: weight-decayed and not. Each layer names its parameters' roles
+    (``slimnet.nn.decay_roles_of``): conv / linear weights always decay; norm parameters, biases and
+    depthwise weights decay when ``optim.decay_bn`` / ``decay_bias`` / ``decay_depthwise`` say so."""
+    decayed = {"weight": True, "norm": optim_cfg.decay_bn, "bias": optim_cfg.decay_bias,
+               "depthwise": optim_cfg.decay_depthwise}
     decay, no_decay = [], []
-    for mod in net.modules():
-        for name, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if isinstance(mod, _NORMS):
-                use = optim_cfg.decay_bn
-            elif name == "bias":
-                use = optim_cfg.decay_bias
-            elif isinstance(mod, nn.Conv2d) and _is_depthwise(mod):
-                use = optim_cfg.decay_depthwise
-            else:
-                use = True
-            (decay if use else no_decay).append(p)
+    for p, role in parameters_with_decay_roles(net):
+        if p.requires_grad:
+            (decay if decayed[role] else no_decay).append(p)
     return [{"params": decay, "weight_decay": optim_cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
