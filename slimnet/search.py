@@ -50,6 +50,7 @@ supernet was trained further or replaced is not resumed, the search starts afres
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -65,7 +66,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import weights_fingerprint
-from .nn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator, PerGroup, ref_groups
+from .nn import (
+    CalibratableBN,
+    PerGroup,
+    SlimBatchNorm2d,
+    StatsCollector,
+    SwitchableBatchNorm2d,
+    calibrated_stats,
+    ref_groups,
+    restore_calibrated_stats,
+)
 from .profile import format_count, measure_latency, profile
 from .space import ChannelConfig
 from .utils import atomic_write_text, json_safe
@@ -215,13 +225,6 @@ def pipeline_stages(net) -> list[nn.Module]:
 # ---------------------------------------------------------------------------------------------
 # candidate scoring
 # ---------------------------------------------------------------------------------------------
-class _Discard:
-    """Accumulator stand-in: BN normalises with batch statistics, nothing is recorded."""
-
-    def add(self, x):
-        pass
-
-
 @dataclass
 class Score:
     correct: int = 0
@@ -269,10 +272,11 @@ class CandidateScorer:
         calib = self.images if calib is None else calib.to(self.device)
         self.calib = calib[:calib_num]
         self.batch_size = int(batch_size)
-        self.bn_layers = [m for m in net.modules() if isinstance(m, _CalibratableBN)]
+        self.bn_layers = [m for m in net.modules() if isinstance(m, CalibratableBN)]
+        self.collector = StatsCollector(self.bn_layers)
         self.stages = self._verified_stages() if reuse_prefix else [net]
         self.first_stage = self._first_stages()
-        self.stage_bns = [[m for m in s.modules() if isinstance(m, _CalibratableBN)] for s in self.stages]
+        self.stage_bns = [[m for m in s.modules() if isinstance(m, CalibratableBN)] for s in self.stages]
         self.forwards = 0          # stage-images run, for the benchmark's bookkeeping
 
     # -- structure --------------------------------------------------------------------------
@@ -282,21 +286,18 @@ class CandidateScorer:
         if len(stages) == 1:
             return stages
         net, x = self.net, self.images[:4]
-        was = net.training
+        modes = {m: m.training for m in net.modules()}
         net.eval()
-        saved = [m.training for m in self.bn_layers]
-        for m in self.bn_layers:
-            m.train()  # batch statistics: no calibrated stats needed for the check
         try:
-            ref = net(x)
-            y = x
-            for s in stages:
-                y = s(y)
+            with self.collector:   # BN on batch statistics: no calibrated stats needed for the check
+                ref = net(x)
+                y = x
+                for s in stages:
+                    y = s(y)
             ok = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-5, rtol=1e-4)
         finally:
-            net.train(was)
-            for m, t in zip(self.bn_layers, saved):
-                m.train(t)
+            for m, training in modes.items():
+                m.training = training
         if not ok:
             warnings.warn(f"{type(net).__name__}: forward is not the composition of its stages; "
                           "searching without prefix reuse (a full forward per candidate)")
@@ -328,67 +329,40 @@ class CandidateScorer:
             store[stop] = x
         return x
 
-    def _set_mode(self, batch_stats: bool):
-        self.net.eval()
-        for m in self.bn_layers:
-            m.train(batch_stats)
-
     # -- BN statistics for candidates --------------------------------------------------------
     def calibrate(self, cur: ChannelConfig, cands: Sequence[ChannelConfig], full: bool = False) -> None:
         """Exact BN statistics of every candidate (as ``calibrate_bn`` on ``self.calib`` in chunks
         of ``batch_size``), stored under each candidate's key. The statistics of layers before a
         candidate's first changed stage are the current config's (``full=False``: ``cur`` must
         be calibrated) or computed too (``full=True``, for ``cur`` itself)."""
-        net = self.net
         last_bn = max((i for i, b in enumerate(self.stage_bns) if b), default=0) + 1
         starts = {c.key: (0 if full else self.start_of(cur, c)) for c in cands}
-        accs = {c.key: {} for c in cands}
-        for c in cands:
-            for i in range(starts[c.key], last_bn):
-                for m in self.stage_bns[i]:
-                    accs[c.key][m] = _StatsAccumulator()
-        keep = set(starts.values())
-        self._set_mode(False)
-        try:
-            with torch.inference_mode():
-                self._calibration_passes(cur, cands, starts, accs, keep, last_bn)
-        finally:
-            for m in self.bn_layers:
-                m._accumulator = None
+        stats = {c.key: self.collector.new_stats(m for i in range(starts[c.key], last_bn) for m in self.stage_bns[i])
+                 for c in cands}
+        self.net.eval()
+        with self.collector, torch.inference_mode():
+            self._calibration_passes(cur, cands, starts, stats, last_bn)
         # stored outside inference mode: the buffers must be ordinary tensors
         with torch.no_grad():
-            self._store(cur, cands, accs)
-        net.set_channels(cur)
+            for c in cands:
+                self.net.set_channels(c)
+                self.collector.store(stats[c.key])
+                if c.key != cur.key:   # the unchanged prefix: the current config's statistics
+                    self.collector.copy_stats([m for m in self.bn_layers if m not in stats[c.key]], cur.key)
+        self.net.set_channels(cur)
 
-    def _calibration_passes(self, cur, cands, starts, accs, keep, last_bn):
-        net = self.net
+    def _calibration_passes(self, cur, cands, starts, stats, last_bn):
+        keep = set(starts.values())
         for lo in range(0, len(self.calib), self.batch_size):
             x = self.calib[lo: lo + self.batch_size]
             store = {}
-            net.set_channels(cur)
-            for m in self.bn_layers:
-                m._accumulator = _Discard()
+            self.net.set_channels(cur)
             self._run(x, 0, max(keep), keep, store)
             for c in cands:
                 s = starts[c.key]
-                net.set_channels(c)
-                for m, acc in accs[c.key].items():
-                    m._accumulator = acc
-                self._run(store[s] if s > 0 else x, s, last_bn)
-                for m in accs[c.key]:
-                    m._accumulator = _Discard()
-
-    def _store(self, cur, cands, accs):
-        net = self.net
-        for c in cands:
-            net.set_channels(c)
-            for i, layer_bns in enumerate(self.stage_bns):
-                for m in layer_bns:
-                    if m in accs[c.key]:
-                        m._accumulator = accs[c.key][m]
-                        m.end_calibration()
-                    elif c.key != cur.key:
-                        m._store_stats(getattr(m, f"stats_{cur.key}_mean"), getattr(m, f"stats_{cur.key}_var"))
+                self.net.set_channels(c)
+                with self.collector.recording(stats[c.key]):
+                    self._run(store[s] if s > 0 else x, s, last_bn)
 
     def drop(self, keys) -> None:
         for m in self.bn_layers:
@@ -404,26 +378,30 @@ class CandidateScorer:
         net = self.net
         n = len(self.images) if num_images is None else min(int(num_images), len(self.images))
         starts = [self.start_of(cur, c) for c in cands]
-        keep = set(starts)
         scores = [Score() for _ in cands]
-        self._set_mode(self.bn == "batch")
-        # equal chunks (no small ragged last one: in "batch" mode a chunk is a BN batch)
-        k = math.ceil(n / self.batch_size)
-        bounds = [round(i * n / k) for i in range(k + 1)]
-        for lo, hi in zip(bounds, bounds[1:]):
-            x, y = self.images[lo:hi], self.labels[lo:hi]
-            store = {}
-            net.set_channels(cur)
-            if max(keep) > 0:
-                self._run(x, 0, max(keep), keep, store)
-            for c, s, sc in zip(cands, starts, scores):
-                net.set_channels(c)
-                logits = self._run(store[s] if s > 0 else x, s).float()
-                sc.correct += int((logits.argmax(1) == y).sum())
-                sc.loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                sc.images += len(y)
+        net.eval()
+        # "batch": BN normalises with each chunk's statistics; otherwise with the stored ones
+        with self.collector if self.bn == "batch" else contextlib.nullcontext():
+            # equal chunks (no small ragged last one: in "batch" mode a chunk is a BN batch)
+            k = math.ceil(n / self.batch_size)
+            bounds = [round(i * n / k) for i in range(k + 1)]
+            for lo, hi in zip(bounds, bounds[1:]):
+                self._score_chunk(cur, cands, starts, scores, self.images[lo:hi], self.labels[lo:hi])
         net.set_channels(cur)
         return scores
+
+    def _score_chunk(self, cur, cands, starts, scores, x, y):
+        keep = set(starts)
+        store = {}
+        self.net.set_channels(cur)
+        if max(keep) > 0:
+            self._run(x, 0, max(keep), keep, store)
+        for c, s, sc in zip(cands, starts, scores):
+            self.net.set_channels(c)
+            logits = self._run(store[s] if s > 0 else x, s).float()
+            sc.correct += int((logits.argmax(1) == y).sum())
+            sc.loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            sc.images += len(y)
 
 
 def check_searchable(net) -> None:
@@ -594,7 +572,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
                          latency.batch if latency is not None else None)
     state_path = os.fspath(state_path) if state_path is not None else None
 
-    saved_stats = {k: v.clone() for k, v in net.state_dict().items() if ".stats_" in k or k.startswith("stats_")}
+    saved_stats = calibrated_stats(net)
     trajectory: list[dict] = []
     found: dict[str, dict | None] = {b.label: None for b in budgets}
     elapsed0 = 0.0
@@ -716,11 +694,7 @@ def greedy_slim(net, images: torch.Tensor, labels: torch.Tensor, *, flops: Seque
                 f"({len(cfgs)} candidates, {row['elapsed_s']:.1f}s)")
     finally:
         # leave the net as it was: max config, its own BN statistics only
-        for m in scorer.bn_layers:
-            if isinstance(m, SlimBatchNorm2d):
-                m.drop_stats()
-        if saved_stats:
-            net.load_state_dict(saved_stats, strict=False)
+        restore_calibrated_stats(net, saved_stats)
         net.set_channels(space.max())
 
     configs = {label: (space.config(v["channels"]) if v is not None else None) for label, v in found.items()}

@@ -82,8 +82,9 @@ def test_exact_statistics_uniform_continuous_per_layer(data):
         ref = exact_stats(net, cfg, batches, SlimBatchNorm2d)
         assert len(ref) > 30
         for m, (mean, var) in ref.items():
-            torch.testing.assert_close(getattr(m, f"stats_{cfg.key}_mean").double(), mean, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(getattr(m, f"stats_{cfg.key}_var").double(), var, rtol=1e-5, atol=1e-6)
+            ours_mean, ours_var = m.stats_for(cfg.key)
+            torch.testing.assert_close(ours_mean.double(), mean, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(ours_var.double(), var, rtol=1e-5, atol=1e-6)
 
 
 def test_exact_statistics_switchable(data):

@@ -16,11 +16,27 @@ copy. Concatenations and per-group tensors keep the leading channels of each par
 group's share), which is not a leading slice of the whole tensor: those layers gather their
 active rows / columns (``index_select``, a copy of the used weights only).
 """
-from .bn import SlimBatchNorm2d, SwitchableBatchNorm2d, _CalibratableBN, _StatsAccumulator  # noqa: F401
+from .bn import (
+    BNStatistics,
+    CalibratableBN,
+    SlimBatchNorm2d,
+    StatsCollector,
+    SwitchableBatchNorm2d,
+    calibrated_stats,
+    is_calibrated_stat,
+    restore_calibrated_stats,
+)
 from .builder import Layers
-from .layers import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimConv2d, SlimLinear, SlimModule
+from .layers import (
+    SlimAdaptiveAvgPool2d,
+    SlimAvgPool2d,
+    SlimConv2d,
+    SlimLinear,
+    SlimModule,
+)
 from .refs import ChannelRef, PerGroup, channel_index, ref_groups, resolve, take
 
-__all__ = ["ChannelRef", "Layers", "PerGroup", "SlimAdaptiveAvgPool2d", "SlimAvgPool2d", "SlimBatchNorm2d",
-           "SlimConv2d", "SlimLinear", "SlimModule", "SwitchableBatchNorm2d", "channel_index", "ref_groups",
-           "resolve", "take"]
+__all__ = ["BNStatistics", "CalibratableBN", "ChannelRef", "Layers", "PerGroup", "SlimAdaptiveAvgPool2d",
+           "SlimAvgPool2d", "SlimBatchNorm2d", "SlimConv2d", "SlimLinear", "SlimModule", "StatsCollector",
+           "SwitchableBatchNorm2d", "calibrated_stats", "channel_index", "is_calibrated_stat", "ref_groups",
+           "resolve", "restore_calibrated_stats", "take"]
