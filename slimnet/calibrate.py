@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from .nn import _CalibratableBN
+from .nn import CalibratableBN, StatsCollector
 
 
 def _bn_layers(net):
-    layers = [m for m in net.modules() if isinstance(m, _CalibratableBN)]
+    layers = [m for m in net.modules() if isinstance(m, CalibratableBN)]
     if not layers:
         raise ValueError("this model has no slimmable BN layers to calibrate (is it an exported child?)")
     return layers
@@ -52,26 +52,22 @@ def calibrate_bn(net, cfg, data, num_images: int = 2000, device=None) -> int:
         raise ValueError(f"num_images must be >= 2, got {num_images}")
     device = device or next(net.parameters()).device
     cfg = net.set_channels(cfg)
-    layers = _bn_layers(net)
+    collector = StatsCollector(_bn_layers(net))
+    stats = collector.new_stats()
     was_training = net.training
     net.train()
     seen = 0
-    for layer in layers:
-        layer.begin_calibration()
     try:
-        for images in _batches(data, device):
-            images = images[: num_images - seen]
-            net(images)
-            seen += images.shape[0]
-            if seen >= num_images:
-                break
+        with collector, collector.recording(stats):
+            for images in _batches(data, device):
+                images = images[: num_images - seen]
+                net(images)
+                seen += images.shape[0]
+                if seen >= num_images:
+                    break
         if seen < 2:
             raise ValueError("calibration data yielded fewer than 2 images")
-        for layer in layers:
-            layer.end_calibration()
+        collector.store(stats)
     finally:
-        for layer in layers:
-            layer._accumulator = None
         net.train(was_training)
     return seen
-

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .models import SlimNet, build
+from .nn import is_calibrated_stat
 from .utils import atomic_torch_save, safe_torch_load
 
 FORMAT = "slimnet-ckpt-v1"
@@ -110,12 +111,12 @@ def load_supernet(path: str | os.PathLike, map_location="cpu") -> tuple[SlimNet,
 
 def weights_fingerprint(net) -> str:
     """A hash of what a search depends on: every parameter and BN buffer of ``net`` (names, shapes,
-    dtypes, values), except per-config calibrated statistics (``stats_<key>_*``). Calibrating
+    dtypes, values), except per-config calibrated statistics (``nn.is_calibrated_stat``). Calibrating
     a config adds those without changing anything a search computes; training changes the
     parameters (and a shared-BN net's running statistics), so the fingerprint."""
     h = hashlib.sha256()
     for name, t in sorted(net.state_dict().items()):
-        if ".stats_" in name or name.startswith("stats_"):
+        if is_calibrated_stat(name):
             continue
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())

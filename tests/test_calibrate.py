@@ -13,7 +13,14 @@ from slimnet.checkpoint import load_supernet, save_checkpoint
 from slimnet.cli import main
 from slimnet.data import build_data
 from slimnet.metrics import evaluate
-from slimnet.nn import SlimBatchNorm2d, SwitchableBatchNorm2d
+from slimnet.nn import (
+    CalibratableBN,
+    SlimBatchNorm2d,
+    StatsCollector,
+    SwitchableBatchNorm2d,
+    calibrated_stats,
+    is_calibrated_stat,
+)
 
 ARCH = dict(num_classes=10, in_channels=1, input_size=16)  # Fashion-MNIST shrunk to 16x16: fast tests
 
@@ -82,8 +89,9 @@ def test_exact_statistics_uniform_continuous_per_layer(data):
         ref = exact_stats(net, cfg, batches, SlimBatchNorm2d)
         assert len(ref) > 30
         for m, (mean, var) in ref.items():
-            torch.testing.assert_close(getattr(m, f"stats_{cfg.key}_mean").double(), mean, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(getattr(m, f"stats_{cfg.key}_var").double(), var, rtol=1e-5, atol=1e-6)
+            ours_mean, ours_var = m.stats_for(cfg.key)
+            torch.testing.assert_close(ours_mean.double(), mean, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(ours_var.double(), var, rtol=1e-5, atol=1e-6)
 
 
 def test_exact_statistics_switchable(data):
@@ -198,3 +206,46 @@ def test_cli_calibrate_bad_input(ckpt_path, tmp_path, capsys):
     save_checkpoint(bare, net)                                  # no experiment config: no data known
     assert main(["calibrate", "--checkpoint", str(bare), "--width", "0.5"]) == 2
     assert "--data NAME" in capsys.readouterr().err
+
+
+def test_one_collector_calibrates_several_configs_in_the_same_passes(data):
+    """nn.StatsCollector, the mechanism under calibrate_bn and the search's scorer: recording two
+    configs' statistics in the same passes stores what calibrate_bn stores for each; inside the
+    collector with nothing recorded BN uses batch statistics and stores nothing."""
+    torch.manual_seed(0)
+    _, _, hx, _ = data
+    net = slimnet.build("mobilenet_v2", **ARCH, max_width=0.35, min_width=0.1)
+    cfgs = [net.space.uniform(0.3), net.space.random(random.Random(1))]
+    batches = [hx[:40], hx[40:64]]
+    collector = StatsCollector(m for m in net.modules() if isinstance(m, CalibratableBN))
+    stats = {c.key: collector.new_stats() for c in cfgs}
+    net.eval()
+    with collector, torch.no_grad():
+        for x in batches:
+            for c in cfgs:
+                net.set_channels(c)
+                with collector.recording(stats[c.key]):
+                    net(x)
+        net.set_channels(cfgs[0])
+        batch_stats_logits = net(hx[:8])              # nothing recorded: batch statistics
+    assert net.calibrated_configs() == []
+    with torch.no_grad():
+        for c in cfgs:
+            net.set_channels(c)
+            collector.store(stats[c.key])
+    ours = calibrated_stats(net)
+    twin = slimnet.build("mobilenet_v2", **ARCH, max_width=0.35, min_width=0.1)
+    twin.load_state_dict({k: v for k, v in net.state_dict().items() if not is_calibrated_stat(k)})
+    for c in cfgs:
+        calibrate_bn(twin, c, batches, num_images=64)
+    ref = calibrated_stats(twin)
+    assert ours.keys() == ref.keys() and len(ours) == 2 * 2 * len(collector.layers)
+    for k in ours:
+        torch.testing.assert_close(ours[k], ref[k], rtol=1e-6, atol=1e-7)
+    twin.train().set_channels(cfgs[0])
+    with torch.no_grad():
+        torch.testing.assert_close(batch_stats_logits, twin(hx[:8]), rtol=0, atol=0)
+    net.eval().set_channels(cfgs[1])                               # back to normal after the block:
+    twin.eval().set_channels(cfgs[1])                              # eval mode uses the stored statistics
+    with torch.no_grad():
+        torch.testing.assert_close(net(hx[:8]), twin(hx[:8]), rtol=1e-5, atol=1e-6)

@@ -249,3 +249,54 @@ def test_mobilenet_v1_act_option():
     assert child.arch["act"] == "relu" and child.child_config.to_dict()["act"] == "relu"
     assert any(isinstance(m, torch.nn.ReLU) for m in child.modules())
     assert sum(isinstance(m, torch.nn.ReLU6) for m in small_net("mobilenet_v1").modules()) == 27
+
+
+# -- the stage protocol and the shared block plan ---------------------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+@torch.no_grad()
+def test_stages_compose_to_forward(name):
+    """forward is forward_head(forward_features(x)), and the declared stages (trunk blocks, then
+    the head) run one after another give the same logits, bit for bit."""
+    net = small_net(name, max_width=0.5).train()
+    net.set_channels(net.space.random(random.Random(0)))
+    x = torch.randn(2, 3, 32, 32)
+    ref = net(x)
+    torch.testing.assert_close(net.forward_head(net.forward_features(x)), ref, rtol=0, atol=0)
+    stages = net.stages()
+    assert len(stages) == len(net.trunk()) + 1 > 5
+    y = x
+    for stage in stages:
+        y = stage(y)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    # the head stage is made on demand: the model's modules and state-dict keys stay its own
+    assert not any("PoolClassifierHead" in type(m).__name__ for m in net.modules())
+
+
+def test_a_model_without_declared_stages_offers_none():
+    class Plain(slimnet.models.ResNet):
+        trunk = slimnet.SlimNet.trunk
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+    net = Plain(depth=20, num_classes=10, input_size=32)
+    assert net.stages() is None
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_channel_groups_are_the_block_plans(name):
+    """The groups are declared by the same plan the layers are built from: every group a layer
+    refers to is declared, and every declared group is used by some layer."""
+    net = small_net(name)
+    cls, arch = type(net), net.arch
+    assert [g.name for g in cls.channel_groups(**arch)] == [g.name for g in net.space]
+    assert [g.name for g in cls.plan(**arch).groups] == list(net.space.names)
+    used = set()
+    for m in net.modules():
+        for attr in ("in_ref", "out_ref", "ref"):
+            ref = getattr(m, attr, None)
+            if ref is not None and not isinstance(ref, int):
+                used.update(slimnet.nn.ref_groups(ref))
+    assert used == set(net.space.names)

@@ -237,18 +237,22 @@ class SlimChannelScale(nn.Module, SlimModule):
 class ScaledNet(SlimNet):
     model_name = "scaled_toy"
 
-    @staticmethod
-    def channel_groups(max_width, min_width, **_):
-        return [ChannelGroup("c", 16, make_divisible(16 * max_width), make_divisible(16 * min_width))]
+    @classmethod
+    def plan(cls, max_width, min_width, **_):
+        return SimpleNamespace(groups=[ChannelGroup("c", 16, make_divisible(16 * max_width),
+                                                    make_divisible(16 * min_width))])
 
-    def build(self, L, num_classes, in_channels, **_):
+    def build(self, L, plan, num_classes, in_channels, **_):
         self.conv = L.conv(in_channels, "c", 3)
         self.scale = L.layer(lambda: SlimChannelScale("c", L.max_count("c")))
         self.pool = L.global_pool("c")
         self.fc = L.linear("c", num_classes)
 
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.scale(self.conv(x))), 1))
+    def trunk(self):
+        return [self.conv, self.scale]
+
+    def head(self):
+        return self.pool, self.fc
 
 
 def test_a_new_layer_kind_is_costed_exported_and_grouped_without_touching_slimnet():

@@ -1,4 +1,6 @@
-"""AutoSlim greedy search: budgets, trajectory, prefix reuse, BN scoring modes, resume, bad input."""
+"""AutoSlim greedy search: budgets, trajectory, resume, batched greedy, latency (an injected
+clock), options (one dataclass for the signature, the fingerprint and the CLI), outputs, and a
+second strategy built on the shared SearchRun."""
 import json
 import os
 import warnings
@@ -6,24 +8,11 @@ import warnings
 import pytest
 import torch
 from helpers import sandwich_train
-import torch.nn.functional as F
+from search_common import ARCH, fashion, macs, trained_resnet20
 
 import slimnet
-from slimnet.calibrate import calibrate_bn
 from slimnet.cli import main
-from slimnet.data import build_data
-from slimnet.search import (Budget, CandidateScorer, SearchError, greedy_slim, rank_correlation,
-                            write_outputs)
-
-ARCH = dict(num_classes=10, in_channels=1, input_size=16)  # Fashion-MNIST shrunk to 16x16: fast tests
-
-
-def fashion(n_train=256, n_heldout=160, seed=0):
-    b = build_data("fashion_mnist", heldout_size=n_heldout, heldout_seed=seed, augment="none", subset=n_train)
-    x = torch.stack([b.train[i][0] for i in range(len(b.train))])
-    hx = torch.stack([b.heldout[i][0] for i in range(len(b.heldout))])
-    shrink = lambda t: F.interpolate(t, size=16, mode="bilinear", antialias=True)  # noqa: E731
-    return shrink(x), b.train.targets, shrink(hx), b.heldout.targets
+from slimnet.search import Budget, ChildLatency, SearchError, greedy_slim, write_outputs
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +23,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    torch.manual_seed(0)
-    x, y, _, _ = data
-    return sandwich_train(slimnet.build("resnet20", **ARCH, max_width=0.5), x, y)
-
-
-def macs(net, cfg):
-    return slimnet.profile(net.space, cfg).macs
+    return trained_resnet20(data)
 
 
 def test_search_meets_every_budget_with_monotone_macs(trained, data, tmp_path):
@@ -94,52 +77,6 @@ def test_params_budget_and_labels(trained, data):
 
 
 @pytest.mark.parametrize("bn", ["batch", "recalibrate"])
-@pytest.mark.parametrize("model", ["resnet20", "mobilenet_v2"])
-def test_prefix_reuse_scores_equal_full_forward(model, bn, trained, data):
-    _, _, hx, hy = data
-    if model == "resnet20":
-        net = trained
-    else:
-        torch.manual_seed(1)
-        net = slimnet.build("mobilenet_v2", **ARCH, max_width=0.35, min_width=0.1)
-    hx, hy = hx[:24], hy[:24]
-    fast = CandidateScorer(net, hx, hy, bn=bn, calib_num=24, batch_size=16)
-    slow = CandidateScorer(net, hx, hy, bn=bn, calib_num=24, batch_size=16, reuse_prefix=False)
-    assert len(fast.stages) > 5 and len(slow.stages) == 1
-    cur = net.space.max()
-    cands = [c for _, c in net.space.slim_candidates(cur)]
-    scores = []
-    for sc in (fast, slow):
-        if bn != "batch":
-            sc.calibrate(cur, [cur], full=True)
-            sc.calibrate(cur, cands)
-        scores.append(sc.score(cur, cands))
-        if bn != "batch":
-            sc.drop([c.key for c in cands] + [cur.key])
-    for a, b in zip(*scores):
-        assert a.correct == b.correct and a.loss == pytest.approx(b.loss, rel=1e-5, abs=1e-4)
-    assert fast.forwards < slow.forwards * len(fast.stages)     # the prefix was shared
-
-
-def test_candidate_statistics_equal_calibrate_bn(trained, data):
-    _, _, hx, hy = data
-    net = trained
-    sc = CandidateScorer(net, hx, hy, bn="recalibrate", calib_num=70, batch_size=32)
-    cur = net.space.max()
-    cands = [c for _, c in net.space.slim_candidates(cur)]
-    sc.calibrate(cur, [cur], full=True)
-    sc.calibrate(cur, cands)
-    ours = {k: v.clone() for k, v in net.state_dict().items() if cands[-1].key in k}
-    calibrate_bn(net, cands[-1], [hx[i:i + 32] for i in range(0, 70, 32)], num_images=70)
-    ref = {k: v for k, v in net.state_dict().items() if cands[-1].key in k}
-    assert ours.keys() == ref.keys() and len(ours) > 10
-    for k in ours:
-        torch.testing.assert_close(ours[k], ref[k], rtol=1e-6, atol=1e-7)
-    sc.drop([c.key for c in cands] + [cur.key])
-    net.set_channels(net.space.max())
-
-
-@pytest.mark.parametrize("bn", ["batch", "recalibrate"])
 def test_resume_equals_uninterrupted(trained, data, tmp_path, bn):
     _, _, hx, hy = data
     hx, hy = hx[:64], hy[:64]
@@ -190,32 +127,11 @@ def test_bad_budgets(trained, data):
     assert list(r.configs.values()) == [net.space.max()] and len(r.trajectory) == 1
 
 
-def test_switchable_and_child_are_refused(data):
-    _, _, hx, hy = data
-    s = slimnet.build("resnet20", **ARCH, max_width=0.5, bn="switchable", switchable=[0.5, 0.25])
-    with pytest.raises(SearchError, match="universally slimmable"):
-        greedy_slim(s, hx, hy, flops=[5e6])
-    child = slimnet.build("resnet20", **ARCH, max_width=0.5, channels=s.space.uniform(0.25))
-    with pytest.raises(SearchError, match="supernet"):
-        CandidateScorer(child, hx, hy)
-    with pytest.raises(SearchError, match="bn must be one of"):
-        CandidateScorer(slimnet.build("resnet20", **ARCH, max_width=0.5), hx, hy, bn="nope")
-
-
 def test_unparsable_budget_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["autoslim", "--checkpoint", "x.pt", "--flops", "lots"])
     assert e.value.code == 2
     assert "cannot parse 'lots'" in capsys.readouterr().err
-
-
-def test_rank_correlation():
-    rho, tau = rank_correlation([1, 2, 3, 4], [10, 20, 30, 40])
-    assert rho == pytest.approx(1) and tau == pytest.approx(1)
-    rho, tau = rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])
-    assert rho == pytest.approx(-1) and tau == pytest.approx(-1)
-    rho, tau = rank_correlation([1, 2, 2, 3], [1, 2, 3, 4])
-    assert 0.9 < rho < 1 and 0.8 < tau < 1
 
 
 @pytest.fixture(scope="module")
@@ -277,58 +193,40 @@ def test_batched_greedy_resume_equals_uninterrupted(mbv2, data, tmp_path, bn):
         greedy_slim(net, hx, hy, state_path=state, resume=True, **{**kw, "removals": 1})
 
 
-def test_calibrate_bn_accepts_a_bare_tensor_and_a_list_of_tensors(trained, data):
-    _, _, hx, _ = data
-    net = trained
-    cfg = net.space.uniform(0.3)
-    key = cfg.key
+class FakeClock:
+    """A deterministic stand-in for ``measure_latency``: 1 ms per million MACs of the child."""
 
-    def stats():
-        return {k: v.clone() for k, v in net.state_dict().items() if key in k}
+    def __init__(self):
+        self.calls, self.batches = [], []
 
-    assert calibrate_bn(net, cfg, hx[:96], num_images=96) == 96           # one tensor = one batch
-    one = stats()
-    assert one
-    assert calibrate_bn(net, cfg, [hx[:96]], num_images=96) == 96        # the same as a list of one batch
-    two = stats()
-    assert calibrate_bn(net, cfg, hx, num_images=96) == 96               # truncated to num_images
-    for k in one:
-        torch.testing.assert_close(one[k], two[k], rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(one[k], stats()[k], rtol=1e-6, atol=1e-7)
-    assert calibrate_bn(net, cfg, [hx[:48], hx[48:96]], num_images=96) == 96   # a list of tensors: batches
-    with pytest.raises(ValueError, match="4-D"):
-        calibrate_bn(net, cfg, hx[:8, 0, 0], num_images=8)
-    net.set_channels(net.space.max())
-    for m in net.modules():
-        if hasattr(m, "drop_stats"):
-            m.drop_stats(key)
-
-
-def test_latency_budgets(trained, data, tmp_path, monkeypatch):
-    """Latency budgets: each row's measured latency is kept, a budget gets the first trajectory
-    config measured at or under it, and a resumed search re-measures nothing it already has.
-    The clock is replaced by a deterministic stand-in (1 ms per million MACs of the child)."""
-    import slimnet.search as search
-    calls, batches_seen = [], []
-
-    def fake_latency(model, shape, **kw):
+    def __call__(self, model, shape, **kw):
         assert model.is_child and not model.training and shape[1:] == (1, 16, 16)
-        calls.append(model.child_config.key)
-        batches_seen.append(shape[0])
+        self.calls.append(model.child_config.key)
+        self.batches.append(shape[0])
         return slimnet.profile(model.space, model.child_config).macs / 1e6
 
-    monkeypatch.setattr(search, "measure_latency", fake_latency)
+
+def test_latency_budgets(trained, data, tmp_path):
+    """Latency budgets: each row's measured latency is kept, a budget gets the first trajectory
+    config measured at or under it, and a resumed search re-measures nothing it already has.
+    The clock is injected (``ChildLatency(measure=...)``)."""
+    clock = FakeClock()
+    calls, batches_seen = clock.calls, clock.batches
+
+    def latency():   # a fresh cache per search, as the command makes
+        return ChildLatency(trained, 16, batch=2, measure=clock)
+
     _, _, hx, hy = data
     net = trained
     hi, lo = (slimnet.profile(net.space, c).macs / 1e6 for c in (net.space.max(), net.space.min()))
     targets = [lo + 0.7 * (hi - lo), lo + 0.4 * (hi - lo)]
-    kw = dict(latency_ms=targets, latency_batch=2, batch_size=80, prescreen=None)
+    kw = dict(latency_ms=targets, batch_size=80, prescreen=None)
     state = tmp_path / "state.json"
-    part = greedy_slim(net, hx, hy, state_path=state, max_steps=2, **kw)
+    part = greedy_slim(net, hx, hy, state_path=state, max_steps=2, latency=latency(), **kw)
     assert not part.finished
     measured = len(calls)
     assert len(set(calls)) == measured                 # cached: no config measured twice
-    r = greedy_slim(net, hx, hy, state_path=state, resume=True, **kw)
+    r = greedy_slim(net, hx, hy, state_path=state, resume=True, latency=latency(), **kw)
     assert r.finished
     rows = r.trajectory
     assert all(row["latency_ms"] == pytest.approx(row["macs"] / 1e6, abs=1e-3) for row in rows)
@@ -342,6 +240,87 @@ def test_latency_budgets(trained, data, tmp_path, monkeypatch):
         first = next(row for row in rows if row["latency_us"] <= b.value)
         assert r.configs[b.label] == net.space.config(first["config"])
     with pytest.raises(SearchError, match="below the smallest config"):
-        greedy_slim(net, hx, hy, latency_ms=[lo / 2], latency_batch=2, batch_size=80)
+        greedy_slim(net, hx, hy, latency_ms=[lo / 2], latency=latency(), batch_size=80)
     with pytest.raises(SearchError, match="positive number of milliseconds"):
         greedy_slim(net, hx, hy, latency_ms=[0], batch_size=80)
+
+
+# -- options: one dataclass for the signature, the resume fingerprint and the command line -----
+
+def test_options_object_keywords_and_command_line_agree(trained, data, tmp_path):
+    import argparse
+
+    from slimnet.commands.autoslim import add_arguments
+    from slimnet.search import GreedyOptions, options_from_args
+    _, _, hx, hy = data
+    hx, hy = hx[:48], hy[:48]
+    target = int(macs(trained, trained.space.max()) * 0.8)
+    opts = GreedyOptions(batch_size=24, prescreen=16, leaders=2, removals="1")
+    assert opts.removals == 1                                   # the command line's "1" is exact greedy
+    by_object = greedy_slim(trained, hx, hy, opts, macs=[target], state_path=tmp_path / "a.json")
+    by_keywords = greedy_slim(trained, hx, hy, flops=[target], batch_size=24, prescreen=16, leaders=2, removals=1,
+                              state_path=tmp_path / "b.json")
+    strip = lambda t: [{k: v for k, v in row.items() if k != "elapsed_s"} for row in t]  # noqa: E731
+    assert strip(by_object.trajectory) == strip(by_keywords.trajectory)
+    settings = json.load(open(tmp_path / "a.json"))["settings"]
+    assert settings == json.load(open(tmp_path / "b.json"))["settings"]
+    assert {k: settings[k] for k in opts.fingerprint(0)} == opts.fingerprint(0)   # the state's fingerprint
+    assert settings["removal_rate"] is None and settings["calib_images"] == 0
+    # the command's flags are the dataclass's fields (with their defaults), --flops is --macs
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--flops", "1M", "--macs", "2M", "--removals-per-step", "1", "--prescreen", "0",
+                         "--calib-images", "16", "--leaders", "2", "--batch-size", "24"])
+    assert args.macs == [1_000_000, 2_000_000]
+    assert options_from_args(GreedyOptions, args) == GreedyOptions(removals=1, prescreen=None, calib_num=16,
+                                                                   leaders=2, batch_size=24)
+    assert options_from_args(GreedyOptions, p.parse_args([])) == GreedyOptions()
+    with pytest.raises(TypeError, match="unknown GreedyOptions option.*'leader'"):
+        greedy_slim(trained, hx, hy, flops=[target], leader=2)
+
+
+def test_outputs_prefix_is_a_parameter(trained, data, tmp_path):
+    from slimnet.search import make_budgets, output_names
+    _, _, hx, hy = data
+    target = int(macs(trained, trained.space.max()) * 0.9)
+    assert make_budgets(flops=[target]) == make_budgets(macs=[target]) == make_budgets([target])
+    r = greedy_slim(trained, hx[:32], hy[:32], macs=[target], batch_size=32)
+    paths = write_outputs(r, tmp_path, plot=False, prefix="mine_")
+    label = Budget("macs", target).label
+    assert sorted(os.listdir(tmp_path)) == sorted(["mine_trajectory.jsonl", "mine_trajectory.csv",
+                                                   f"mine_{Budget('macs', target).name}.json"])
+    assert os.path.basename(paths[label]) == f"mine_{Budget('macs', target).name}.json"
+    assert output_names(r.budgets, "mine_")[0] == os.path.basename(paths[label])
+    assert output_names(r.budgets)[0] == f"{label}.json"            # the default prefix is the label's
+
+
+# -- a second strategy is one class on the shared SearchRun ------------------------------------
+
+def test_a_second_strategy_reuses_budgets_scoring_state_and_outputs(trained, data, tmp_path):
+    """A strategy that slims the first group above its minimum each round (no scoring of
+    alternatives): budgets, rows, resumable state and outputs come from SearchRun."""
+    from slimnet.search import SearchRun, make_budgets
+
+    class FirstGroup(SearchRun):
+        def iterate(self):
+            cur = self.state.current
+            cands = self.space.slim_candidates(cur)
+            if not cands:
+                return False
+            group, cand = cands[0]
+            score = self.scorer.score(cur, [cand])[0]
+            self.add_row(cand, iteration=len(self.state.trajectory), group=group, score=score, candidates=1)
+            return True
+
+    _, _, hx, hy = data
+    budgets = make_budgets(macs=[int(macs(trained, trained.space.max()) * 0.8)])
+    state = tmp_path / "state.json"
+    part = FirstGroup(trained, hx[:32], hy[:32], budgets=budgets, state_path=state).run(max_steps=1)
+    assert len(part.trajectory) == 2 and not part.finished
+    rest = FirstGroup(trained, hx[:32], hy[:32], budgets=budgets, state_path=state, resume=True).run()
+    assert rest.finished and rest.trajectory[:2] == part.trajectory[:2]
+    for prev, row in zip(rest.trajectory, rest.trajectory[1:]):     # the strategy's choice, row by row
+        assert row["group"] == trained.space.slim_candidates(trained.space.config(prev["config"]))[0][0]
+    assert rest.configs[budgets[0].label] == trained.space.config(rest.trajectory[-1]["config"])
+    assert os.path.exists(write_outputs(rest, tmp_path, plot=False)["trajectory_csv"])
+    assert trained.active_config == trained.space.max()

@@ -3,7 +3,9 @@
 Writes, under the experiment's folder (the checkpoint's folder unless ``--out DIR``): one channel
 JSON per budget (``autoslim_150M.json``, ``autoslim_params_2M.json``), the trajectory
 (``autoslim_trajectory.jsonl`` / ``.csv``), a plot (``autoslim_trajectory.png``) and the
-resumable state (``autoslim_state.json``: a killed search picks up where it stopped). The state
+resumable state (``autoslim_state.json``: a killed search picks up where it stopped); the prefix
+is ``slimnet.search.OUTPUT_PREFIX``. ``--strategy`` picks a registered search strategy
+(``slimnet.search.STRATEGIES``; greedy by default), whose options dataclass gives its flags. The state
 is keyed on the checkpoint's weights: after more training (or a replaced checkpoint) the same
 command starts afresh, saying why, and removes the old search's results from the folder.
 """
@@ -15,19 +17,43 @@ import warnings
 
 from ..checkpoint import load_supernet, weights_fingerprint
 from ..profile import format_count
-from ..search import (BN_SCORING, DEFAULT_BN, ChildLatency, DEFAULT_LEADERS, DEFAULT_PRESCREEN, DEFAULT_REMOVAL_RATE,
-                      DEFAULT_REMOVALS, SearchError, check_budgets, check_searchable, greedy_slim, make_budgets,
-                      read_state, stale_state, write_outputs)
+from ..search import (
+    OUTPUT_PREFIX,
+    STRATEGIES,
+    Budget,
+    ChildLatency,
+    SearchError,
+    check_budgets,
+    check_searchable,
+    make_budgets,
+    option_minimums,
+    options_from_args,
+    output_names,
+    read_state,
+    stale_state,
+    state_file,
+    write_outputs,
+)
+from ..search import add_option_arguments as add_search_option_arguments
 from ..utils import check_output_dir, clean_stale_temps, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, data_settings, load_bundle,
-                     parse_count, preload, resolve_checkpoint)
+from .common import (
+    add_checkpoint_args,
+    add_data_args,
+    add_debug,
+    check_counts,
+    data_settings,
+    load_bundle,
+    parse_count,
+    preload,
+    resolve_checkpoint,
+)
 
 
 def add_arguments(p):
     add_checkpoint_args(p)
     b = p.add_argument_group("budgets (repeatable; one search serves all)")
-    b.add_argument("--flops", type=parse_count, action="append", default=[], metavar="MACS",
-                   help="MACs budget: 150M, 1.5G, 150e6 or 150000000")
+    b.add_argument("--macs", "--flops", dest="macs", type=parse_count, action="append", default=[], metavar="MACS",
+                   help="MACs budget: 150M, 1.5G, 150e6 or 150000000 (--flops: the same)")
     b.add_argument("--params", type=parse_count, action="append", default=[], metavar="N",
                    help="parameter budget, e.g. 2M")
     b.add_argument("--latency", type=float, action="append", default=[], metavar="MS",
@@ -35,24 +61,9 @@ def add_arguments(p):
                         "at --latency-batch (median of 20 runs) after every search step")
     b.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement (default 1)")
     s = p.add_argument_group("search")
-    s.add_argument("--bn", choices=BN_SCORING, default=DEFAULT_BN,
-                   help=f"BN while scoring candidates (default {DEFAULT_BN}, see bench/bench_search.py)")
-    s.add_argument("--calib-images", type=int, default=None,
-                   help="images for per-candidate BN statistics (--bn recalibrate: 2000, subset: 500)")
+    s.add_argument("--strategy", choices=sorted(STRATEGIES), default="greedy", help="search strategy (default greedy)")
+    add_search_option_arguments(s, [strategy.options_type for strategy in STRATEGIES.values()])
     s.add_argument("--search-images", type=int, default=None, help="held-out images to score on (default: all)")
-    s.add_argument("--prescreen", type=int, default=DEFAULT_PRESCREEN,
-                   help="score every candidate on this many images first (the same ones every step), re-score "
-                        f"only the leaders on all (default {DEFAULT_PRESCREEN}; 0: off)")
-    s.add_argument("--leaders", type=int, default=DEFAULT_LEADERS,
-                   help=f"candidates re-scored on all images after --prescreen (default {DEFAULT_LEADERS})")
-    s.add_argument("--removals-per-step", choices=["auto", "1"], default=str(DEFAULT_REMOVALS),
-                   help="auto: far from the budgets, apply the best few candidates (distinct groups) at once; "
-                        "every budget is still crossed by an exact one-step greedy step. 1: exact greedy "
-                        f"(default {DEFAULT_REMOVALS})")
-    s.add_argument("--removal-rate", type=float, default=DEFAULT_REMOVAL_RATE,
-                   help="with --removals-per-step auto: one step removes at most this fraction of the MACs "
-                        f"distance to the smallest budget (default {DEFAULT_REMOVAL_RATE})")
-    s.add_argument("--fraction", type=float, default=1 / 12, help="one step = this fraction of a group's max")
     s.add_argument("--max-steps", type=int, default=None, help="stop after N steps (resume later)")
     s.add_argument("--fresh", action="store_true", help="ignore a saved search state and start over (a state "
                                                          "searched on other weights is never resumed)")
@@ -71,8 +82,8 @@ def _drop_stale_search(state_path: str, out: str, net) -> None:
     reason = stale_state(old, weights_fingerprint(net))
     if reason is None:
         return
-    names = [f"{label}.json" for label, v in old["found"].items() if v is not None]
-    names += ["autoslim_trajectory.jsonl", "autoslim_trajectory.csv", "autoslim_trajectory.png"]
+    budgets = [Budget(kind, value) for kind, value in (old.get("settings") or {}).get("budgets", [])]
+    names = output_names([b for b in budgets if old["found"].get(b.label) is not None], OUTPUT_PREFIX)
     removed = []
     for name in names:
         p = os.path.join(out, name)
@@ -85,58 +96,36 @@ def _drop_stale_search(state_path: str, out: str, net) -> None:
           file=sys.stderr, flush=True)
 
 
-def run(args) -> int:
-    if not args.flops and not args.params and not args.latency:
-        raise ValueError("give at least one budget: --flops 150M (MACs), --params 2M and/or --latency 5 "
-                         "(milliseconds), each repeatable")
-    check_counts(args, latency_batch=1, batch_size=1, search_images=2, prescreen=0, leaders=1, calib_images=2,
-                 max_steps=0, heldout_size=0)
-    path = resolve_checkpoint(args)
-    out = args.out or os.path.dirname(os.path.abspath(path))
-    check_output_dir(out, "--out" if args.out else "the checkpoint's folder (the default --out)")
-    device = pick_device(args.device)
-    net, ckpt = load_supernet(path)
-    try:
-        check_searchable(net)
-    except SearchError as e:
-        raise ValueError(f"{path}: {e}") from None
-    # budgets are checked before any data is read
-    budgets = make_budgets(args.flops, args.params, args.latency)
+def _checked_budgets(args, net, device):
+    """The budgets and the latency metric, checked against the supernet before any data is read."""
+    budgets = make_budgets(args.macs, args.params, args.latency)
     latency = None
     if args.latency:
         net.to(device)
         latency = ChildLatency(net, net.arch["input_size"], args.latency_batch, device)
     check_budgets(net.space, budgets, latency=latency)
-    settings = data_settings(ckpt, args, net)
-    if not settings["heldout_size"]:
-        raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
-                         "config has none: give --heldout-size N (ideally the split the supernet was trained without)")
-    bundle = load_bundle(settings, "the search", net)
-    images, labels = preload(bundle.heldout, args.search_images)
-    os.makedirs(out, exist_ok=True)
-    clean_stale_temps(out)
-    state = os.path.join(out, "autoslim_state.json")
-    if args.fresh and os.path.exists(state):
-        os.remove(state)
-    elif os.path.exists(state):
-        _drop_stale_search(state, out, net)
+    return budgets, latency
+
+
+def _search(args, net, images, labels, budgets, latency, state, device):
+    """Run the chosen strategy; its warnings become 'warning:' lines on stderr."""
+    strategy = STRATEGIES[args.strategy]
+    options = options_from_args(strategy.options_type, args)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     log(f"searching {net.space.model} ({len(net.space)} groups) on {len(images)} held-out images, "
-        f"device {device}, BN scoring '{args.bn}'")
+        f"device {device}, BN scoring '{options.bn}'")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = greedy_slim(net.to(device), images, labels, flops=args.flops, params=args.params,
-                             latency_ms=args.latency, latency=latency, bn=args.bn,
-                             calib_num=args.calib_images, fraction=args.fraction, batch_size=args.batch_size,
-                             prescreen=args.prescreen or None, leaders=args.leaders,
-                             removals=args.removals_per_step, removal_rate=args.removal_rate,
-                             state_path=state, resume=True,
-                             max_steps=args.max_steps, device=device, log=log)
+        search = strategy(net.to(device), images, labels, options, budgets=budgets, latency=latency,
+                          state_path=state, resume=True, device=device, log=log)
+        result = search.run(args.max_steps)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    paths = write_outputs(result, out, plot=not args.no_plot)
-    rows = {r["step"]: r for r in result.trajectory}
-    lat = bool(args.latency)
+    return result
+
+
+def _print_summary(result, paths, lat: bool, state: str) -> None:
+    """The table of budgets (MACs, params, latency, held-out top-1, step, file)."""
     print(f"{'budget':>24} {'MACs':>9} {'params':>9}" + (f" {'latency':>10}" if lat else "") +
           f" {'held-out top-1':>15} {'step':>5}  file")
     for b in result.budgets:
@@ -148,8 +137,43 @@ def run(args) -> int:
         top1 = f"{row['top1']:>14.2f}%" if row["top1"] is not None else f"{'(not scored)':>15}"
         print(f"{b.label:>24} {format_count(row['macs']):>9} {format_count(row['params']):>9}" +
               (f" {row['latency_ms']:>7.3f} ms" if lat else "") + f" {top1} {row['step']:>5}  {paths.get(b.label, '')}")
-    print(f"trajectory: {paths['trajectory_csv']} ({len(rows)} steps)" +
+    print(f"trajectory: {paths['trajectory_csv']} ({len(result.trajectory)} steps)" +
           (f", plot: {paths['plot']}" if "plot" in paths else ""))
     if not result.finished:
         print(f"search stopped before every budget was met; run again to resume from {state}")
+
+
+def run(args) -> int:
+    if not args.macs and not args.params and not args.latency:
+        raise ValueError("give at least one budget: --macs 150M (or --flops), --params 2M and/or --latency 5 "
+                         "(milliseconds), each repeatable")
+    options_type = STRATEGIES[args.strategy].options_type
+    check_counts(args, latency_batch=1, batch_size=1, search_images=2, **option_minimums(options_type),
+                 max_steps=0, heldout_size=0)
+    path = resolve_checkpoint(args)
+    out = args.out or os.path.dirname(os.path.abspath(path))
+    check_output_dir(out, "--out" if args.out else "the checkpoint's folder (the default --out)")
+    device = pick_device(args.device)
+    net, ckpt = load_supernet(path)
+    try:
+        check_searchable(net)
+    except SearchError as e:
+        raise ValueError(f"{path}: {e}") from None
+    budgets, latency = _checked_budgets(args, net, device)
+    settings = data_settings(ckpt, args, net)
+    if not settings["heldout_size"]:
+        raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
+                         "config has none: give --heldout-size N (ideally the split the supernet was trained without)")
+    bundle = load_bundle(settings, "the search", net)
+    images, labels = preload(bundle.heldout, args.search_images)
+    os.makedirs(out, exist_ok=True)
+    clean_stale_temps(out)
+    state = state_file(out, OUTPUT_PREFIX)
+    if args.fresh and os.path.exists(state):
+        os.remove(state)
+    elif os.path.exists(state):
+        _drop_stale_search(state, out, net)
+    result = _search(args, net, images, labels, budgets, latency, state, device)
+    paths = write_outputs(result, out, plot=not args.no_plot, prefix=OUTPUT_PREFIX)
+    _print_summary(result, paths, bool(args.latency), state)
     return 0

@@ -1,9 +1,10 @@
-"""The base class every slimnet architecture derives from."""
+"""The base class every slimnet architecture derives from, and its stage protocol."""
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Protocol, Sequence
 
+import torch
 import torch.nn as nn
 
 from ..nn import Layers, SlimModule
@@ -19,12 +20,39 @@ def small_input(input_size: int) -> bool:
     return input_size < 128
 
 
+class ModelPlan(Protocol):
+    """A model's block plan: everything its layers are built from, including the channel groups
+    they use (declared with the blocks that introduce them, in one walk over the architecture)."""
+
+    @property
+    def groups(self) -> Sequence[ChannelGroup]: ...
+
+
+class PoolClassifierHead(nn.Module):
+    """``classifier(flatten(pool(x)))`` over a model's own pool and classifier, as one module: the
+    last stage of ``SlimNet.stages()``. Made on demand and never registered on the model, so the
+    model's module names and state-dict keys stay its own."""
+
+    def __init__(self, pool: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.pool, self.classifier = pool, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
 class SlimNet(nn.Module):
     """A supernet (slimmable layers, ``channels=None``) or a fixed child (plain torch.nn layers
     with exactly ``channels``), built from one architecture definition.
 
-    Subclasses declare ``model_name``, implement ``channel_groups(**arch)`` (the explicit channel
-    groups) and ``build(L, **arch)`` (the layers, made through the ``Layers`` factory ``L``).
+    Subclasses declare ``model_name`` and implement:
+
+    * ``plan(**arch)``: the block plan (a :class:`ModelPlan`); its ``groups`` are the explicit
+      channel groups, and ``build`` makes the layers from the same plan, so the two cannot drift;
+    * ``build(L, plan, **arch)``: the layers, made through the ``Layers`` factory ``L``;
+    * the stages: ``trunk()`` (the feature blocks, in order) and ``head()`` (the global pool and
+      the classifier). ``forward`` is their composition (``forward_head(forward_features(x))``)
+      and ``stages()`` hands them to the search, which reuses the outputs of unchanged blocks.
     """
 
     model_name: str = ""
@@ -46,7 +74,8 @@ class SlimNet(nn.Module):
             raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         arch = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
                     max_width=float(max_width), min_width=float(min_width), **arch_extra)
-        groups = self.channel_groups(**arch)
+        plan = self.plan(**arch)
+        groups = list(plan.groups)
         builder = functools.partial(type(self), **arch)
         self.space = ChannelSpace(self.registry_name(**arch), groups, arch, builder=builder)
         self.arch = arch
@@ -60,7 +89,7 @@ class SlimNet(nn.Module):
                 raise ValueError("bn='switchable' needs `switchable`: the widths or configs to switch between")
             self.switchable_configs = self._as_configs(switchable)
         self.child_config = child
-        self.build(Layers(self.space, child=child, bn=bn, switchable=self.switchable_configs), **arch)
+        self.build(Layers(self.space, child=child, bn=bn, switchable=self.switchable_configs), plan, **arch)
         self._slim_modules = [m for m in self.modules() if isinstance(m, SlimModule)]
         self.active_config = child if child is not None else self.space.max()
         if child is None:
@@ -71,12 +100,47 @@ class SlimNet(nn.Module):
     def registry_name(cls, **arch) -> str:
         return cls.model_name
 
-    @staticmethod
-    def channel_groups(**arch) -> list[ChannelGroup]:  # pragma: no cover - interface
+    @classmethod
+    def plan(cls, **arch) -> ModelPlan:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def build(self, L: Layers, **arch) -> None:  # pragma: no cover - interface
+    @classmethod
+    def channel_groups(cls, **arch) -> list[ChannelGroup]:
+        """The explicit channel groups, in order: those of the block plan."""
+        return list(cls.plan(**arch).groups)
+
+    def build(self, L: Layers, plan: ModelPlan, **arch) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def trunk(self) -> list[nn.Module]:  # pragma: no cover - interface
+        """The feature blocks, in order: ``forward_features`` runs them one after another."""
+        raise NotImplementedError
+
+    def head(self) -> tuple[nn.Module, nn.Module]:  # pragma: no cover - interface
+        """(global pool, classifier): ``forward_head`` is ``classifier(flatten(pool(features)))``."""
+        raise NotImplementedError
+
+    # -- stages --------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.trunk():
+            x = block(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        pool, classifier = self.head()
+        return classifier(torch.flatten(pool(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def stages(self) -> list[nn.Module] | None:
+        """The modules whose composition is ``forward``: the trunk's blocks, then the head (as
+        one :class:`PoolClassifierHead`). None when the class declares no trunk and head (it
+        writes its own ``forward``); a search then runs a full forward per candidate."""
+        cls = type(self)
+        if cls.trunk is SlimNet.trunk or cls.head is SlimNet.head:
+            return None
+        return [*self.trunk(), PoolClassifierHead(*self.head())]
 
     # -- switching -----------------------------------------------------------------------------
     @property

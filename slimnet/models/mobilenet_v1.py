@@ -15,7 +15,8 @@ stride 1 in the stem and in the first stride-2 block, so 32x32 ends at 4x4.
 """
 from __future__ import annotations
 
-import torch
+from typing import NamedTuple
+
 import torch.nn as nn
 
 from ..space import ChannelGroup, make_divisible
@@ -28,6 +29,39 @@ BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
 
+class Block(NamedTuple):
+    """One depthwise-separable block: depthwise on ``in_ref`` (stride ``stride``), then the
+    pointwise conv to ``out``, the group it introduces."""
+    in_ref: str
+    out: ChannelGroup
+    stride: int
+
+
+class Plan(NamedTuple):
+    stem: ChannelGroup
+    stem_stride: int
+    blocks: list[Block]
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return [self.stem] + [b.out for b in self.blocks]
+
+
+def block_plan(max_width, min_width, input_size, **_) -> Plan:
+    """The stem and the 13 blocks, with their groups: ``stem``, ``c1`` ... ``c13``."""
+    def group(name, c):
+        return ChannelGroup(name, c, make_divisible(c * max_width), make_divisible(c * min_width))
+
+    small = small_input(input_size)
+    blocks, prev, first_stride2 = [], "stem", True
+    for i, (c, s) in enumerate(BLOCKS, start=1):
+        if small and s == 2 and first_stride2:
+            s, first_stride2 = 1, False
+        blocks.append(Block(prev, group(f"c{i}", c), s))
+        prev = f"c{i}"
+    return Plan(group("stem", STEM), 1 if small else 2, blocks)
+
+
 class MobileNetV1(SlimNet):
     model_name = "mobilenet_v1"
 
@@ -36,25 +70,23 @@ class MobileNetV1(SlimNet):
             raise ValueError(f"MobileNet v1 act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
         super().__init__(act=act, **kwargs)   # recorded in the arch: configs and children keep it
 
-    @staticmethod
-    def channel_groups(max_width, min_width, **_):
-        named = [("stem", STEM)] + [(f"c{i}", c) for i, (c, _s) in enumerate(BLOCKS, start=1)]
-        return [ChannelGroup(n, c, make_divisible(c * max_width), make_divisible(c * min_width)) for n, c in named]
+    @classmethod
+    def plan(cls, **arch) -> Plan:
+        return block_plan(**arch)
 
-    def build(self, L, num_classes, in_channels, input_size, act, **_):
+    def build(self, L, plan, num_classes, in_channels, act, **_):
         act = ACTIVATIONS[act]
-        small = small_input(input_size)
-        layers = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2, act=act)]
-        prev, first_stride2 = "stem", True
-        for i, (_c, s) in enumerate(BLOCKS, start=1):
-            if small and s == 2 and first_stride2:
-                s, first_stride2 = 1, False
-            layers.append(nn.Sequential(L.conv_bn(prev, prev, 3, s, act=act, depthwise=True),
-                                        L.conv_bn(prev, f"c{i}", 1, act=act)))
-            prev = f"c{i}"
+        layers = [L.conv_bn(in_channels, "stem", 3, plan.stem_stride, act=act)]
+        for b in plan.blocks:
+            layers.append(nn.Sequential(L.conv_bn(b.in_ref, b.in_ref, 3, b.stride, act=act, depthwise=True),
+                                        L.conv_bn(b.in_ref, b.out.name, 1, act=act)))
+        last = plan.blocks[-1].out.name
         self.features = nn.Sequential(*layers)
-        self.pool = L.global_pool(prev)
-        self.classifier = L.linear(prev, num_classes)
+        self.pool = L.global_pool(last)
+        self.classifier = L.linear(last, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+    def trunk(self):
+        return [*self.features]
+
+    def head(self):
+        return self.pool, self.classifier

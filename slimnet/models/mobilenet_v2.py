@@ -16,6 +16,8 @@ are the same network.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -25,12 +27,59 @@ from .base import SlimNet, small_input
 # expansion t, output channels c, repeats n, first stride s (torchvision's table)
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 STEM, LAST = 32, 1280
+DOWNSAMPLE = ("auto", "imagenet", "small")
 
 
 def _group(name, base, max_width, min_width, keep_base=False):
     mult = (lambda w: max(w, 1.0)) if keep_base else (lambda w: w)
     return ChannelGroup(name, base, make_divisible(base * mult(max_width)), make_divisible(base * mult(min_width)),
                         keep_base=keep_base)
+
+
+class Block(NamedTuple):
+    """One inverted residual block and the groups it introduces (its stage's output group if it
+    is the stage's first block, then its expand group)."""
+    in_ref: str
+    out_ref: str
+    hidden_ref: str     # the expand group, or ``in_ref`` for the unexpanded first block
+    stride: int
+    new_groups: tuple[ChannelGroup, ...]
+
+
+class Plan(NamedTuple):
+    stem: ChannelGroup
+    stem_stride: int
+    blocks: list[Block]
+    last: ChannelGroup
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return [self.stem] + [g for b in self.blocks for g in b.new_groups] + [self.last]
+
+
+def block_plan(max_width, min_width, input_size, downsample="auto", **_) -> Plan:
+    """The stem, the 17 inverted residual blocks and the last conv, with their groups."""
+    if downsample not in DOWNSAMPLE:
+        raise ValueError(f"downsample must be 'auto', 'imagenet' or 'small', got {downsample!r}")
+    small = small_input(input_size) if downsample == "auto" else downsample == "small"
+    by_name = {"stem": _group("stem", STEM, max_width, min_width)}
+    blocks, prev, k = [], "stem", 0
+    for i, (t, c, n, s) in enumerate(SETTINGS, start=1):
+        if small and c == 24:
+            s = 1
+        stage = by_name[f"s{i}"] = _group(f"s{i}", c, max_width, min_width)
+        for j in range(n):
+            k += 1
+            new, hidden = ((stage,) if j == 0 else ()), prev
+            if t != 1:  # hidden width = t x the block's input channels, as torchvision
+                src = by_name[prev]
+                expand = ChannelGroup(f"b{k}.expand", src.base * t, src.max * t, src.min * t, expand_of=prev,
+                                      expand_ratio=t)
+                new, hidden = new + (expand,), expand.name
+            blocks.append(Block(prev, stage.name, hidden, s if j == 0 else 1, new))
+            prev = stage.name
+    last = _group("last", LAST, max_width, min_width, keep_base=True)
+    return Plan(by_name["stem"], 1 if small else 2, blocks, last)
 
 
 class InvertedResidual(nn.Module):
@@ -51,43 +100,21 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(SlimNet):
     model_name = "mobilenet_v2"
 
-    @staticmethod
-    def channel_groups(max_width, min_width, **_):
-        groups = [_group("stem", STEM, max_width, min_width)]
-        by_name = {"stem": groups[0]}
-        prev, k = "stem", 0
-        for i, (t, c, n, _s) in enumerate(SETTINGS, start=1):
-            stage = by_name[f"s{i}"] = _group(f"s{i}", c, max_width, min_width)
-            groups.append(stage)
-            for _ in range(n):
-                k += 1
-                if t != 1:  # hidden width = t x the block's input channels, as torchvision
-                    src = by_name[prev]
-                    groups.append(ChannelGroup(f"b{k}.expand", src.base * t, src.max * t, src.min * t,
-                                               expand_of=prev, expand_ratio=t))
-                prev = stage.name
-        groups.append(_group("last", LAST, max_width, min_width, keep_base=True))
-        return groups
+    @classmethod
+    def plan(cls, **arch) -> Plan:
+        return block_plan(**arch)
 
-    def build(self, L, num_classes, in_channels, input_size, dropout=0.0, downsample="auto", **_):
-        if downsample not in ("auto", "imagenet", "small"):
-            raise ValueError(f"downsample must be 'auto', 'imagenet' or 'small', got {downsample!r}")
-        small = small_input(input_size) if downsample == "auto" else downsample == "small"
-        features = [L.conv_bn(in_channels, "stem", 3, 1 if small else 2, act=nn.ReLU6)]
-        prev, k = "stem", 0
-        for i, (t, c, n, s) in enumerate(SETTINGS, start=1):
-            if small and c == 24:
-                s = 1
-            for j in range(n):
-                k += 1
-                hidden = prev if t == 1 else f"b{k}.expand"
-                features.append(InvertedResidual(L, prev, f"s{i}", hidden, s if j == 0 else 1))
-                prev = f"s{i}"
-        features.append(L.conv_bn(prev, "last", 1, act=nn.ReLU6))
+    def build(self, L, plan, num_classes, in_channels, dropout=0.0, **_):
+        features = [L.conv_bn(in_channels, "stem", 3, plan.stem_stride, act=nn.ReLU6)]
+        for b in plan.blocks:
+            features.append(InvertedResidual(L, b.in_ref, b.out_ref, b.hidden_ref, b.stride))
+        features.append(L.conv_bn(plan.blocks[-1].out_ref, "last", 1, act=nn.ReLU6))
         self.features = nn.Sequential(*features)
         self.pool = L.global_pool("last")
         self.classifier = nn.Sequential(nn.Dropout(dropout), L.linear("last", num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+    def trunk(self):
+        return [*self.features]
 
+    def head(self):
+        return self.pool, self.classifier

@@ -11,6 +11,8 @@ The ImageNet nets on small inputs (< 128 px) use a 3x3 stride-1 stem without max
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -28,19 +30,47 @@ SPECS = {
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
-def _plan(depth):
-    """(stage index, block index k, stride, input ref, output ref) for every block."""
-    kind, counts, widths, stem, _cifar = SPECS[depth]
-    plan, prev, prev_c, k = [], "stem", stem, 0
+class Block(NamedTuple):
+    """One residual block: its input and output refs, its inner groups' names (one for a basic
+    block, two for a bottleneck), its stride, and the groups it introduces (its stage's output
+    group if new, then its inner groups)."""
+    in_ref: str
+    out_ref: str
+    mids: tuple[str, ...]
+    stride: int
+    new_groups: tuple[ChannelGroup, ...]
+
+
+class Plan(NamedTuple):
+    kind: str           # "basic" | "bottleneck"
+    cifar: bool
+    stem: ChannelGroup
+    blocks: list[Block]
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return [self.stem] + [g for b in self.blocks for g in b.new_groups]
+
+
+def block_plan(depth, max_width, min_width, **_) -> Plan:
+    """The stem and every residual block of a ResNet of this depth, with their groups."""
+    kind, counts, widths, stem, cifar = SPECS[depth]
+
+    def group(name, c):
+        return ChannelGroup(name, c, make_divisible(c * max_width), make_divisible(c * min_width))
+
+    blocks, prev, prev_c, k = [], "stem", stem, 0
     for i, (n, w) in enumerate(zip(counts, widths), start=1):
         out_c = w * EXPANSION[kind]
         stride = 1 if i == 1 else 2
         out_ref = prev if (stride == 1 and out_c == prev_c) else f"s{i}"
         for j in range(n):
             k += 1
-            plan.append((i, k, stride if j == 0 else 1, prev, out_ref, w))
+            mids = (f"b{k}.mid",) if kind == "basic" else (f"b{k}.mid1", f"b{k}.mid2")
+            new = (group(out_ref, out_c),) if out_ref != prev else ()
+            blocks.append(Block(prev, out_ref, mids, stride if j == 0 else 1, new + tuple(group(m, w) for m in mids)))
             prev, prev_c = out_ref, out_c
-    return plan
+    return Plan(kind, cifar, group("stem", stem), blocks)
 
 
 class ResidualBlock(nn.Module):
@@ -62,16 +92,16 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + identity)
 
 
-def basic_block(L, in_ref, out_ref, k, stride):
-    mid = f"b{k}.mid"
-    return ResidualBlock(L, in_ref, out_ref, [(in_ref, mid, 3, stride), (mid, out_ref, 3, 1)], stride)
+def basic_block(L, b: Block):
+    (mid,) = b.mids
+    return ResidualBlock(L, b.in_ref, b.out_ref, [(b.in_ref, mid, 3, b.stride), (mid, b.out_ref, 3, 1)], b.stride)
 
 
-def bottleneck(L, in_ref, out_ref, k, stride):
+def bottleneck(L, b: Block):
     """torchvision's v1.5 bottleneck: the stride sits on the 3x3 conv."""
-    mid1, mid2 = f"b{k}.mid1", f"b{k}.mid2"
-    return ResidualBlock(L, in_ref, out_ref, [(in_ref, mid1, 1, 1), (mid1, mid2, 3, stride), (mid2, out_ref, 1, 1)],
-                         stride)
+    mid1, mid2 = b.mids
+    return ResidualBlock(L, b.in_ref, b.out_ref,
+                         [(b.in_ref, mid1, 1, 1), (mid1, mid2, 3, b.stride), (mid2, b.out_ref, 1, 1)], b.stride)
 
 
 class ResNet(SlimNet):
@@ -84,37 +114,24 @@ class ResNet(SlimNet):
             raise ValueError(f"ResNet depth must be one of {sorted(SPECS)}, got {depth}")
         super().__init__(depth=depth, **kwargs)
 
-    @staticmethod
-    def channel_groups(depth, max_width, min_width, **_):
-        kind, _counts, widths, stem, _cifar = SPECS[depth]
+    @classmethod
+    def plan(cls, **arch) -> Plan:
+        return block_plan(**arch)
 
-        def group(name, c):
-            return ChannelGroup(name, c, make_divisible(c * max_width), make_divisible(c * min_width))
-
-        groups, seen = [group("stem", stem)], {"stem"}
-        for i, k, _stride, _in, out_ref, w in _plan(depth):
-            if out_ref not in seen:
-                groups.append(group(out_ref, w * EXPANSION[kind]))
-                seen.add(out_ref)
-            names = [f"b{k}.mid"] if kind == "basic" else [f"b{k}.mid1", f"b{k}.mid2"]
-            groups.extend(group(n, w) for n in names)
-        return groups
-
-    def build(self, L, depth, num_classes, in_channels, input_size, **_):
-        kind, _counts, _widths, _stem, cifar = SPECS[depth]
-        if cifar or small_input(input_size):
+    def build(self, L, plan, num_classes, in_channels, input_size, **_):
+        if plan.cifar or small_input(input_size):
             stem = [L.conv_bn(in_channels, "stem", 3, 1)]
         else:
             stem = [L.conv_bn(in_channels, "stem", 7, 2), nn.MaxPool2d(3, 2, 1)]
         self.stem = nn.Sequential(*stem)
-        blocks, prev = [], "stem"
-        make_block = basic_block if kind == "basic" else bottleneck
-        for _i, k, stride, in_ref, out_ref, _w in _plan(depth):
-            blocks.append(make_block(L, in_ref, out_ref, k, stride))
-            prev = out_ref
-        self.layers = nn.Sequential(*blocks)
-        self.pool = L.global_pool(prev)
-        self.fc = L.linear(prev, num_classes)
+        make_block = basic_block if plan.kind == "basic" else bottleneck
+        self.layers = nn.Sequential(*(make_block(L, b) for b in plan.blocks))
+        last = plan.blocks[-1].out_ref
+        self.pool = L.global_pool(last)
+        self.fc = L.linear(last, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+    def trunk(self):
+        return [*self.stem, *self.layers]
+
+    def head(self):
+        return self.pool, self.fc

@@ -27,6 +27,7 @@ slice is the full tensor; at other configs the grouped layers gather their activ
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -85,6 +86,46 @@ class ShuffleUnit(nn.Module):
         return self.relu(cat_per_group([self.shortcut(x), y], self.groups))
 
 
+class Unit(NamedTuple):
+    """One unit, its tensors as the parts of their per-group layout, and the groups it introduces
+    (its stage's new channels if it is the stage's first, concatenating unit, then its bottleneck)."""
+    in_parts: tuple[str, ...]
+    out_parts: tuple[str, ...]
+    branch_parts: tuple[str, ...]   # what the branch adds: the stage's new channels, or the whole output
+    mid: str
+    stride: int
+    first_groups: int               # groups of the first 1x1 conv (dense on the narrow stem)
+    new_groups: tuple[ChannelGroup, ...]
+
+
+class Plan(NamedTuple):
+    stem: ChannelGroup
+    units: list[Unit]
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        return [self.stem] + [g for u in self.units for g in u.new_groups]
+
+
+def block_plan(groups, max_width, min_width, **_) -> Plan:
+    """The stem and the 16 units of ShuffleNet v1 with ``groups`` groups, with their channel groups."""
+    def group(name, c):
+        return ChannelGroup(name, c, make_divisible(c * max_width, groups), make_divisible(c * min_width, groups),
+                            divisor=groups, multiple_of=groups)
+
+    units, prev, prev_c, k = [], ("stem",), STEM, 0
+    for i, (c, n) in enumerate(zip(STAGE_OUT[groups], REPEATS), start=2):
+        out = prev + (f"s{i}",)
+        for j in range(n):
+            k += 1
+            first = j == 0
+            new = ((group(f"s{i}", c - prev_c),) if first else ()) + (group(f"b{k}.mid", c // 4),)
+            units.append(Unit(prev if first else out, out, (f"s{i}",) if first else out, f"b{k}.mid",
+                              2 if first else 1, 1 if (i == 2 and first) else groups, new))
+        prev, prev_c = out, c
+    return Plan(group("stem", STEM), units)
+
+
 class ShuffleNetV1(SlimNet):
     model_name = "shufflenet_v1"
 
@@ -93,23 +134,11 @@ class ShuffleNetV1(SlimNet):
             raise ValueError(f"ShuffleNet v1 groups must be one of {sorted(STAGE_OUT)}, got {groups}")
         super().__init__(groups=groups, **kwargs)
 
-    @staticmethod
-    def channel_groups(groups, max_width, min_width, **_):
-        def group(name, c):
-            return ChannelGroup(name, c, make_divisible(c * max_width, groups), make_divisible(c * min_width, groups),
-                                divisor=groups, multiple_of=groups)
+    @classmethod
+    def plan(cls, **arch) -> Plan:
+        return block_plan(**arch)
 
-        out = [group("stem", STEM)]
-        prev_c, k = STEM, 0
-        for i, (c, n) in enumerate(zip(STAGE_OUT[groups], REPEATS), start=2):
-            out.append(group(f"s{i}", c - prev_c))
-            for _ in range(n):
-                k += 1
-                out.append(group(f"b{k}.mid", c // 4))
-            prev_c = c
-        return out
-
-    def build(self, L, groups, num_classes, in_channels, input_size, **_):
+    def build(self, L, plan, groups, num_classes, in_channels, input_size, **_):
         def per_group(*parts):
             return PerGroup(parts, groups)
 
@@ -118,20 +147,16 @@ class ShuffleNetV1(SlimNet):
         if not small:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
-        units, prev, k = [], ("stem",), 0
-        for i, n in enumerate(REPEATS, start=2):
-            out = prev + (f"s{i}",)
-            for j in range(n):
-                k += 1
-                first = j == 0
-                units.append(ShuffleUnit(
-                    L, per_group(*(prev if first else out)), per_group(*out),
-                    per_group(f"s{i}") if first else per_group(*out), per_group(f"b{k}.mid"),
-                    2 if first else 1, groups, 1 if (i == 2 and first) else groups))
-            prev = out
-        self.units = nn.Sequential(*units)
-        self.pool = L.global_pool(per_group(*prev))
-        self.fc = L.linear(per_group(*prev), num_classes)
+        self.units = nn.Sequential(*(
+            ShuffleUnit(L, per_group(*u.in_parts), per_group(*u.out_parts), per_group(*u.branch_parts),
+                        per_group(u.mid), u.stride, groups, u.first_groups)
+            for u in plan.units))
+        last = per_group(*plan.units[-1].out_parts)
+        self.pool = L.global_pool(last)
+        self.fc = L.linear(last, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.units(self.stem(x))), 1))
+    def trunk(self):
+        return [*self.stem, *self.units]
+
+    def head(self):
+        return self.pool, self.fc

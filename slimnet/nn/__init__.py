@@ -16,11 +16,15 @@ copy. Concatenations and per-group tensors keep the leading channels of each par
 group's share), which is not a leading slice of the whole tensor: those layers gather their
 active rows / columns (``index_select``, a copy of the used weights only).
 """
-from .bn import (  # noqa: F401
+from .bn import (
+    BNStatistics,
+    CalibratableBN,
     SlimBatchNorm2d,
+    StatsCollector,
     SwitchableBatchNorm2d,
-    _CalibratableBN,
-    _StatsAccumulator,
+    calibrated_stats,
+    is_calibrated_stat,
+    restore_calibrated_stats,
 )
 from .builder import Layers
 from .layers import SlimAdaptiveAvgPool2d, SlimAvgPool2d, SlimConv2d, SlimLinear
@@ -37,8 +41,9 @@ from .protocol import (
 from .refs import ChannelRef, PerGroup, channel_index, ref_groups, resolve, take
 
 __all__ = [
-    "DECAY_ROLES", "ChannelRef", "LayerCost", "LayerRefs", "Layers", "PerGroup", "SlimAdaptiveAvgPool2d",
-    "SlimAvgPool2d", "SlimBatchNorm2d", "SlimConv2d", "SlimLinear", "SlimModule", "SwitchableBatchNorm2d",
-    "channel_index", "decay_roles_of", "groups_used", "parameters_with_decay_roles", "plain_decay_roles",
-    "ref_groups", "resolve", "take",
+    "BNStatistics", "CalibratableBN", "ChannelRef", "DECAY_ROLES", "LayerCost", "LayerRefs", "Layers", "PerGroup",
+    "SlimAdaptiveAvgPool2d", "SlimAvgPool2d", "SlimBatchNorm2d", "SlimConv2d", "SlimLinear", "SlimModule",
+    "StatsCollector", "SwitchableBatchNorm2d", "calibrated_stats", "channel_index", "decay_roles_of", "groups_used",
+    "is_calibrated_stat", "parameters_with_decay_roles", "plain_decay_roles", "ref_groups", "resolve",
+    "restore_calibrated_stats", "take",
 ]

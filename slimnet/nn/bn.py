@@ -1,7 +1,8 @@
 """Slimmable BatchNorm: shared BN with exact post-training calibration, and switchable BN."""
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -12,8 +13,8 @@ from .protocol import LayerCost, LayerRefs
 from .refs import ChannelRef, _as_tensor, _max_counts, channel_index, resolve, take
 
 
-class _StatsAccumulator:
-    """Exact per-channel mean / unbiased variance over every value seen (float64 sums)."""
+class BNStatistics:
+    """Exact per-channel mean / unbiased variance of every value one BN layer saw (float64 sums)."""
 
     def __init__(self):
         self.n = 0
@@ -29,6 +30,8 @@ class _StatsAccumulator:
         self.s2 = s2 if self.s2 is None else self.s2 + s2
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.s1 is None:
+            raise RuntimeError("BN statistics stored without any calibration forward pass")
         if self.n < 2:
             raise RuntimeError("BN calibration saw fewer than 2 values per channel")
         mean = self.s1 / self.n
@@ -36,22 +39,33 @@ class _StatsAccumulator:
         return mean, var.clamp_min(0)   # float64; stored in the layer's own dtype
 
 
+class _BatchStatisticsOnly:
+    """A collecting layer that records nothing: it normalises with the batch's statistics."""
+
+    def add(self, x: torch.Tensor) -> None:
+        pass
+
+
+_BATCH_ONLY = _BatchStatisticsOnly()
+
+
 class _CalibratableBN(nn.Module, SlimModule):
     """Shared behaviour of the two slimmable BN kinds: exact post-training statistics.
 
-    While calibrating, the layer normalises with batch statistics (as in training, so every
-    later layer sees training-time inputs) and accumulates the exact mean and variance of its
-    input over all calibration images; ``end_calibration`` stores them for the active config.
+    While collecting (:class:`StatsCollector`), the layer normalises with batch statistics (as in
+    training, so every later layer sees training-time inputs) and adds its input to the
+    :class:`BNStatistics` it is recording into, if any.
     """
 
-    _accumulator: _StatsAccumulator | None = None
+    _accumulator: BNStatistics | _BatchStatisticsOnly | None = None
 
     def begin_calibration(self) -> None:
-        self._accumulator = _StatsAccumulator()
+        """Collect this layer's statistics alone (``StatsCollector`` does it for many layers)."""
+        self._accumulator = BNStatistics()
 
     def end_calibration(self) -> None:
         acc, self._accumulator = self._accumulator, None
-        if acc is None or acc.s1 is None:
+        if not isinstance(acc, BNStatistics):
             raise RuntimeError("end_calibration without any calibration forward pass")
         self._store_stats(*acc.result())
 
@@ -61,6 +75,62 @@ class _CalibratableBN(nn.Module, SlimModule):
     def _calibrating(self, x, weight, bias):
         self._accumulator.add(x)
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+
+
+CalibratableBN = _CalibratableBN   # the public name of the BN kinds a StatsCollector drives
+
+
+class StatsCollector:
+    """Exact post-training BN statistics of one or many configs, for a set of BN layers.
+
+    Inside ``with collector:`` every layer normalises with its batch's statistics and records
+    nothing; ``with collector.recording(stats):`` routes the layers of ``stats`` (layer ->
+    :class:`BNStatistics`, from ``new_stats``) into their statistics for the forward passes run
+    inside it. ``store(stats)`` then stores each layer's statistics for the layer's active
+    config. So one collector calibrates several configs in the same passes (switch the config,
+    record into that config's statistics), and ``with collector:`` alone is "BN on batch
+    statistics" without touching the layers' train/eval mode.
+    """
+
+    def __init__(self, layers: Iterable[_CalibratableBN]):
+        self.layers = list(layers)
+
+    def __enter__(self) -> "StatsCollector":
+        for m in self.layers:
+            m._accumulator = _BATCH_ONLY
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.layers:
+            m._accumulator = None
+
+    def new_stats(self, layers: Iterable[_CalibratableBN] | None = None) -> dict[_CalibratableBN, BNStatistics]:
+        """Empty statistics for ``layers`` (default: all of this collector's)."""
+        return {m: BNStatistics() for m in (self.layers if layers is None else layers)}
+
+    @contextlib.contextmanager
+    def recording(self, stats: Mapping[_CalibratableBN, BNStatistics]):
+        """Forward passes inside add every layer of ``stats`` to its statistics; afterwards those
+        layers record nothing again."""
+        for m, acc in stats.items():
+            m._accumulator = acc
+        try:
+            yield
+        finally:
+            for m in stats:
+                m._accumulator = _BATCH_ONLY
+
+    @staticmethod
+    def store(stats: Mapping[_CalibratableBN, BNStatistics]) -> None:
+        """Store each layer's statistics for its active config (replacing what it had)."""
+        for m, acc in stats.items():
+            m._store_stats(*acc.result())
+
+    @staticmethod
+    def copy_stats(layers: Iterable["SlimBatchNorm2d"], key: str) -> None:
+        """Store, for each layer's active config, the statistics it holds for config ``key``."""
+        for m in layers:
+            m._store_stats(*m.stats_for(key))
 
 
 class SlimBatchNorm2d(_CalibratableBN):
@@ -104,11 +174,16 @@ class SlimBatchNorm2d(_CalibratableBN):
         return [name[6:-5] for name, _ in self.named_buffers(recurse=False)
                 if name.startswith("stats_") and name.endswith("_mean")]
 
+    def stats_for(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The calibrated (mean, var) of config ``key``, or None when it has none."""
+        mean = getattr(self, f"stats_{key}_mean", None)
+        return None if mean is None else (mean, getattr(self, f"stats_{key}_var"))
+
     def _stats(self):
         """(mean, var) used in eval mode for the active config, or raise saying what to do."""
-        mean = getattr(self, f"stats_{self.active_key}_mean", None)
-        if mean is not None:
-            return mean, getattr(self, f"stats_{self.active_key}_var")
+        stats = self.stats_for(self.active_key)
+        if stats is not None:
+            return stats
         if self.track_shared_stats:
             return self._take(self.running_mean), self._take(self.running_var)
         raise RuntimeError(
@@ -235,3 +310,22 @@ class SwitchableBatchNorm2d(_CalibratableBN):
 
     def decay_roles(self) -> dict[str, str]:
         return {}   # no parameters of its own: each private BN is a plain nn.BatchNorm2d (role "norm")
+
+def is_calibrated_stat(name: str) -> bool:
+    """Whether a state-dict entry is a per-config calibrated BN statistic (of a ``SlimBatchNorm2d``)."""
+    return ".stats_" in name or name.startswith("stats_")
+
+
+def calibrated_stats(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every per-config calibrated BN statistic of ``net``, by state-dict name."""
+    return {k: v.clone() for k, v in net.state_dict().items() if is_calibrated_stat(k)}
+
+
+def restore_calibrated_stats(net: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
+    """Make ``saved`` (from :func:`calibrated_stats`) ``net``'s calibrated statistics again: every
+    statistic computed since is dropped."""
+    for m in net.modules():
+        if isinstance(m, SlimBatchNorm2d):
+            m.drop_stats()
+    if saved:
+        net.load_state_dict(saved, strict=False)
