@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["BatchTransform", "CropFlip"]
 
@@ -72,9 +73,9 @@ class BatchTransform:
             if params is None:
                 raise ValueError("this is a random (training) transform: pass CropFlip parameters")
             images = self._crop_flip(images, params)
+        if images.shape[-2:] != (self.size, self.size):   # on uint8 with torchvision's kernel: v2.Resize exactly
+            images = TF.resize(images, [self.size, self.size], antialias=True)
         x = images.float().div_(255.0)
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)

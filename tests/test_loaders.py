@@ -39,6 +39,21 @@ def test_crop_flip_equals_torchvision_per_sample(channels, padding):
         torch.testing.assert_close(got[i], want, rtol=0, atol=1e-6)
 
 
+def test_resize_equals_torchvision_per_sample():
+    """A batch resized on the device (28 -> 16, as data.input_size=16) equals v2.Resize(antialias)
+    per image on the uint8 tensor, before conversion to float, as the per-sample path does."""
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8, generator=g)
+    params = CropFlip.draw(len(images), 2, g)
+    got = BatchTransform((0.3,), (0.25,), size=16, padding=2, flip=True)(images, params)
+    for i in range(len(images)):
+        x = TF.crop(TF.pad(images[i], [2]), int(params.top[i]), int(params.left[i]), 28, 28)
+        x = TF.horizontal_flip(x) if bool(params.flip[i]) else x
+        x = TF.resize(x, [16, 16], antialias=True)
+        want = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), (0.3,), (0.25,))
+        torch.testing.assert_close(got[i], want, rtol=0, atol=1e-6)
+
+
 def test_crop_flip_draws_the_torchvision_distributions():
     p = CropFlip.draw(20000, 2, torch.Generator().manual_seed(1))
     for offsets in (p.top, p.left):    # uniform over the 2 * padding + 1 positions, as v2.RandomCrop
