@@ -26,7 +26,8 @@ from .config import Config, ConfigError
 from .data import DataBundle, ImageView, build_data, make_loader
 
 __all__ = ["EpochSampler", "FixedSeedView", "Loaders", "MemoryBatches", "MemoryEpochs", "SeededItems",
-           "build_loaders", "experiment_data", "mix"]
+           "build_loaders", "calibration_batches", "calibration_positions", "evaluation_batches", "experiment_data",
+           "mix", "use_memory"]
 
 
 def mix(*parts: int) -> int:
@@ -185,18 +186,51 @@ class Loaders:
     eval_images_rank: int       # this rank's share
 
 
-def _in_memory(cfg: Config, bundle: DataBundle) -> bool:
-    want = cfg.data.in_memory
+def use_memory(want: bool | None, bundle: DataBundle, what: str = "data.in_memory") -> bool:
+    """Whether the splits are held on the device (``want``: the config's ``data.in_memory``;
+    None: whenever the dataset is one tensor)."""
     if want and bundle.batch_transforms is None:
-        raise ConfigError(f"data.in_memory: true needs a dataset held as one tensor (fashion_mnist, cifar10, "
-                          f"cifar100); {cfg.data.name} is read image by image (use data.workers instead)")
+        raise ConfigError(f"{what}: true needs a dataset held as one tensor (fashion_mnist, cifar10, "
+                          f"cifar100); this one is read image by image (use data.workers instead)")
     return bundle.batch_transforms is not None if want is None else bool(want)
+
+
+def _in_memory(cfg: Config, bundle: DataBundle) -> bool:
+    return use_memory(cfg.data.in_memory, bundle)
 
 
 def calibration_positions(n: int, count: int, seed: int) -> torch.Tensor:
     """Which ``count`` of ``n`` calibration-split images calibrate BN: a draw seeded by ``seed``."""
     g = torch.Generator().manual_seed(mix(seed, 7))
     return torch.randperm(n, generator=g)[:min(count, n)]
+
+
+def calibration_batches(bundle: DataBundle, count: int, seed: int, batch_size: int, device, in_memory: bool,
+                        workers: int = 0) -> DataLoader | MemoryBatches:
+    """The calibration-image policy, the one every path uses (training's evaluations, ``evaluate``,
+    ``export``, ``calibrate`` and the search's recalibrating BN modes): ``count`` images of the
+    calibration split (the held-out split when there is one, else the training set) drawn by
+    :func:`calibration_positions` with ``seed`` (the experiment's seed by default), each under the
+    training augmentation with a fixed per-image draw. Same data, count and seed: the same images,
+    so a config gets the same statistics whichever tool calibrates it."""
+    positions = calibration_positions(len(bundle.calib), count, seed)
+    if in_memory:
+        train_tf, _ = bundle.batch_transforms
+        return MemoryBatches(bundle.calib, train_tf, batch_size, device, positions=positions, seed=seed)
+    return make_loader(FixedSeedView(bundle.calib, positions.tolist(), seed), batch_size, train=False,
+                       workers=workers, device=device)
+
+
+def evaluation_batches(bundle: DataBundle, view, batch_size: int, device, in_memory: bool, workers: int = 0,
+                       positions: torch.Tensor | None = None) -> DataLoader | MemoryBatches:
+    """Batches of an evaluation split (``view``: ``bundle.test`` or ``bundle.heldout``; at
+    ``positions`` only, e.g. one rank's shard), streamed: on the device as uint8 for in-memory
+    datasets, through a ``DataLoader`` otherwise (never the whole split as one float tensor)."""
+    if in_memory:
+        _, eval_tf = bundle.batch_transforms
+        return MemoryBatches(view, eval_tf, batch_size, device, positions=positions)
+    subset = view if positions is None else Subset(view, positions.tolist())
+    return make_loader(subset, batch_size, train=False, workers=workers, device=device)
 
 
 def experiment_data(cfg: Config) -> DataBundle:
@@ -223,20 +257,16 @@ def build_loaders(cfg: Config, bundle: DataBundle, device: torch.device, need_ca
         total = min(total, cfg.eval.max_images)
     mine = torch.arange(rank, total, world)   # exact shards, no padding duplicates: metrics are summed
     ebs = d.eval_batch_size or d.batch_size
-    calib_idx = calibration_positions(len(bundle.calib), cfg.eval.calib_images, cfg.experiment.seed)
     # The same calibration images on every rank, each with a fixed augmentation draw: identical
     # statistics everywhere, the same every epoch.
-    if _in_memory(cfg, bundle):
-        train_tf, eval_tf = bundle.batch_transforms
-        train = MemoryEpochs(bundle.train, train_tf, sampler, device)
-        evaluation = MemoryBatches(eval_view, eval_tf, ebs, device, positions=mine)
-        calib = (MemoryBatches(bundle.calib, train_tf, ebs, device, positions=calib_idx, seed=cfg.experiment.seed)
-                 if need_calib else None)
+    memory = _in_memory(cfg, bundle)
+    calib = (calibration_batches(bundle, cfg.eval.calib_images, cfg.experiment.seed, ebs, device, memory, d.workers)
+             if need_calib else None)
+    evaluation = evaluation_batches(bundle, eval_view, ebs, device, memory, d.workers, positions=mine)
+    if memory:
+        train = MemoryEpochs(bundle.train, bundle.batch_transforms[0], sampler, device)
     else:
         pin = device.type == "cuda"
         train = DataLoader(SeededItems(bundle.train), batch_size=d.batch_size, sampler=sampler, drop_last=True,
                            num_workers=d.workers, pin_memory=pin, persistent_workers=d.workers > 0)
-        evaluation = make_loader(Subset(eval_view, mine.tolist()), ebs, train=False, workers=d.workers, device=device)
-        calib = (make_loader(FixedSeedView(bundle.calib, calib_idx.tolist(), cfg.experiment.seed), ebs, train=False,
-                             workers=d.workers, device=device) if need_calib else None)
     return Loaders(train, sampler, evaluation, calib, total, len(mine))

@@ -219,13 +219,16 @@ def test_evaluate_recalibrate_shared_bn_and_fixed_child(switchable_ckpt, tmp_pat
     capsys.readouterr()
     (row_plain,), (row_cal,) = json.load(open(plain))["results"], json.load(open(cal))["results"]
     assert row_plain["loss"] != row_cal["loss"]
-    # the same statistics by hand: calibrate_bn on the same 64 calibration images
+    # the same statistics by hand: calibrate_bn on the same 64 calibration images (the one
+    # calibration policy, seed 3), as one batch
     from slimnet.calibrate import calibrate_bn
     from slimnet.commands.common import preload
+    from slimnet.loaders import calibration_batches
     from slimnet.metrics import evaluate
     net, _ = load_supernet(tmp_path / "shared.pt")
     b = build_data("fashion_mnist", heldout_size=120, heldout_seed=0, input_size=16, test_subset=100)
-    images, _ = preload(b.calib, 64, seed=3)
+    images = torch.cat([x for x, _ in calibration_batches(b, 64, 3, 7, "cpu", in_memory=True)])
+    assert images.shape[0] == 64
     calibrate_bn(net, net.space.uniform(0.25), [images], num_images=64)
     x, y = preload(b.test)
     assert evaluate(net, [(x, y)])["loss"] == pytest.approx(row_cal["loss"], rel=1e-5)
@@ -267,3 +270,35 @@ def test_evaluate_plot_keeps_uniform_widths_and_configs_apart():
     assert uniform["style"] == "line" and uniform["macs"] == [5, 30] and uniform["annotations"] == ["0.35", "1"]
     assert configs["style"] == "points" and configs["acc"] == [88.0, 89.5] and configs["annotations"] == ["15M", "25M"]
     assert [s["label"] for s in accuracy_series(rows[:1])] == ["uniform widths"]
+
+
+def test_evaluate_calibrates_on_the_images_training_calibrated_on(tmp_path, capsys):
+    """One calibration-image policy: `slimnet evaluate --recalibrate` of a trained universal
+    supernet reproduces, exactly, the top-1 and loss its training logged for each width (the same
+    calibration images with the same augmentation draws, the same test images)."""
+    from helpers import write_noise_fashion
+
+    from slimnet.config import load_config
+    from slimnet.train import train
+
+    root = write_noise_fashion(str(tmp_path / "fm"), n_train=64, n_test=40, seed=5)
+    exp = load_config(None, [f"experiment.output_dir={tmp_path / 'run'}", "experiment.seed=11", "model.name=resnet20",
+                             "model.max_width=0.5", "model.min_width=0.25", f"data.root={root}", "data.input_size=16",
+                             "data.heldout_size=24", "data.batch_size=16", "data.eval_batch_size=10",
+                             "train.mode=universal", "train.epochs=1", "eval.widths=[0.5,0.25]",
+                             "eval.calib_images=20"])
+    train(exp, quiet=True)
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        logged = json.loads(f.readlines()[-1])["eval"]
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--width", "0.5", "--width", "0.25",
+                 "--recalibrate", "--calibrate-images", "20", "--batch-size", "10", "--json", str(out)]) == 0
+    capsys.readouterr()
+    rows = {r["name"]: r for r in json.load(open(out))["results"]}
+    for w in ("0.5", "0.25"):
+        assert rows[f"width {float(w):g}"]["top1"] == logged[w]["top1"]
+        assert rows[f"width {float(w):g}"]["loss"] == pytest.approx(logged[w]["loss"], rel=1e-6)
+    # another seed draws other calibration images: other statistics
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--width", "0.25", "--recalibrate",
+                 "--calibrate-images", "20", "--calibrate-seed", "12", "--batch-size", "10", "--json", str(out)]) == 0
+    assert json.load(open(out))["results"][0]["loss"] != pytest.approx(logged["0.25"]["loss"], rel=1e-6)

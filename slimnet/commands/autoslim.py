@@ -15,6 +15,8 @@ import os
 import sys
 import warnings
 
+import torch
+
 from ..checkpoint import load_supernet, weights_fingerprint
 from ..profile import format_count
 from ..search import (
@@ -35,13 +37,15 @@ from ..search import (
     write_outputs,
 )
 from ..search import add_option_arguments as add_search_option_arguments
+from ..search.scorer import calibration_count
 from ..utils import check_output_dir, clean_stale_temps, pick_device
 from .common import (
     add_checkpoint_args,
     add_data_args,
     add_debug,
+    calibration_data,
     check_counts,
-    data_settings,
+    checkpoint_experiment,
     load_bundle,
     parse_count,
     preload,
@@ -107,7 +111,16 @@ def _checked_budgets(args, net, device):
     return budgets, latency
 
 
-def _search(args, net, images, labels, budgets, latency, state, device):
+def _calibration_images(options, exp, bundle, args):
+    """The images candidates' BN statistics come from when the options recalibrate (the one
+    calibration policy of every tool); None for batch-statistics scoring."""
+    if options.bn == "batch":
+        return None
+    count = calibration_count(options.bn, options.calib_num)
+    return torch.cat([x for x, _ in calibration_data(exp, bundle, count, args, torch.device("cpu"))])
+
+
+def _search(args, net, images, labels, calib, budgets, latency, state, device):
     """Run the chosen strategy; its warnings become 'warning:' lines on stderr."""
     strategy = STRATEGIES[args.strategy]
     options = options_from_args(strategy.options_type, args)
@@ -117,7 +130,7 @@ def _search(args, net, images, labels, budgets, latency, state, device):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         search = strategy(net.to(device), images, labels, options, budgets=budgets, latency=latency,
-                          state_path=state, resume=True, device=device, log=log)
+                          calib_images=calib, state_path=state, resume=True, device=device, log=log)
         result = search.run(args.max_steps)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -160,12 +173,13 @@ def run(args) -> int:
     except SearchError as e:
         raise ValueError(f"{path}: {e}") from None
     budgets, latency = _checked_budgets(args, net, device)
-    settings = data_settings(ckpt, args, net)
-    if not settings["heldout_size"]:
+    exp = checkpoint_experiment(ckpt, args)
+    if not exp.data.heldout_size:
         raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
                          "config has none: give --heldout-size N (ideally the split the supernet was trained without)")
-    bundle = load_bundle(settings, "the search", net)
+    bundle = load_bundle(exp, "the search", net)
     images, labels = preload(bundle.heldout, args.search_images)
+    calib = _calibration_images(options_from_args(STRATEGIES[args.strategy].options_type, args), exp, bundle, args)
     os.makedirs(out, exist_ok=True)
     clean_stale_temps(out)
     state = state_file(out, OUTPUT_PREFIX)
@@ -173,7 +187,7 @@ def run(args) -> int:
         os.remove(state)
     elif os.path.exists(state):
         _drop_stale_search(state, out, net)
-    result = _search(args, net, images, labels, budgets, latency, state, device)
+    result = _search(args, net, images, labels, calib, budgets, latency, state, device)
     paths = write_outputs(result, out, plot=not args.no_plot, prefix=OUTPUT_PREFIX)
     _print_summary(result, paths, bool(args.latency), state)
     return 0

@@ -9,8 +9,8 @@ import sys
 from ..calibrate import calibrate_bn
 from ..checkpoint import load_supernet, save_checkpoint
 from ..utils import check_output_file, clean_stale_temps, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, batches, check_counts, config_of, data_settings,
-                     describe, load_bundle, needs_calibration, preload, resolve_checkpoint)
+from .common import (add_checkpoint_args, add_data_args, add_debug, calibration_data, check_counts,
+                     checkpoint_experiment, config_of, describe, load_bundle, needs_calibration, resolve_checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -21,6 +21,9 @@ def add_arguments(p):
     p.add_argument("--width", type=float, action="append", default=[], help="uniform width (repeatable)")
     p.add_argument("--channels", action="append", default=[], help="channel config JSON (repeatable)")
     p.add_argument("--images", type=int, default=2000, help="calibration images (default 2000, as the paper)")
+    p.add_argument("--calibrate-seed", type=int, default=None,
+                   help="seed of the draw of calibration images (default: the experiment's seed, so the images "
+                        "training calibrated on)")
     p.add_argument("--out", help="write the calibrated checkpoint here (default: replace the input atomically)")
     add_data_args(p)
     add_debug(p)
@@ -43,13 +46,14 @@ def run(args) -> int:
     if net.bn_mode == "switchable":
         for cfg, label in cfgs:
             needs_calibration(net, cfg)  # raises for configs outside the switchable list
-    settings = data_settings(ckpt, args, net)
-    bundle = load_bundle(settings, "calibration", net)
-    images, _ = preload(bundle.calib, args.images)
-    if len(images) < args.images:
-        print(f"note: only {len(images)} calibration images available (asked for {args.images})", file=sys.stderr)
+    exp = checkpoint_experiment(ckpt, args)
+    bundle = load_bundle(exp, "calibration", net)
+    if len(bundle.calib) < args.images:
+        print(f"note: only {len(bundle.calib)} calibration images available (asked for {args.images})",
+              file=sys.stderr)
+    data = calibration_data(exp, bundle, args.images, args, device)
     for cfg, label in cfgs:
-        used = calibrate_bn(net, cfg, batches(images, args.batch_size), num_images=args.images, device=device)
+        used = calibrate_bn(net, cfg, data, num_images=args.images, device=device)
         print(f"calibrated {label} [{cfg.key}] on {used} images: {describe(net, cfg)}")
     net.set_channels(net.space.max())
     extra = {k: v for k, v in ckpt.items() if k not in ("format", "model", "model_state")}

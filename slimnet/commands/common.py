@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 
 import torch
 
 from ..calibrate import calibrate_bn
+from ..config import Config, ConfigError, from_dict
+from ..loaders import calibration_batches, evaluation_batches, use_memory
 from ..profile import format_count, profile
 
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -86,52 +89,72 @@ def add_data_args(p) -> None:
     g.add_argument("--batch-size", type=int, default=256, help="batch size for calibration / evaluation")
 
 
-def data_settings(ckpt: dict, args, net=None) -> dict:
-    """Dataset settings: CLI flags over the checkpoint's ``config['data']``, with fallbacks."""
-    data = dict((ckpt.get("config") or {}).get("data") or {})
-    out = {"name": data.get("name"), "root": data.get("root"), "heldout_size": int(data.get("heldout_size") or 0),
-           "heldout_seed": int(data.get("heldout_seed") or 0), "input_size": data.get("input_size"),
-           "test_subset": None}
+def checkpoint_experiment(ckpt: dict | None, args=None) -> Config:
+    """The experiment config a checkpoint was trained with, read through the typed config loader
+    (a child or a checkpoint without one: the defaults), with the data flags of ``args``
+    (``--data``, ``--data-root``, ``--heldout-size``, ``--heldout-seed``) applied over it."""
+    raw = copy.deepcopy((ckpt or {}).get("config") or {})
+    data = raw.setdefault("data", {})
     for key, flag in (("name", "data"), ("root", "data_root"), ("heldout_size", "heldout_size"),
                       ("heldout_seed", "heldout_seed")):
-        val = getattr(args, flag, None)
-        if val is not None:
-            out[key] = val
-    if getattr(args, "test_subset", None) is not None:
-        out["test_subset"] = args.test_subset
-    if out["input_size"] is None and net is not None:
-        out["input_size"] = net.arch.get("input_size")
-    return out
+        value = getattr(args, flag, None)
+        if value is not None:
+            data[key] = value
+    data["download"] = False          # the tools never download; `slimnet train` does when asked
+    try:
+        exp = from_dict(raw, source="the checkpoint's experiment config")
+    except ConfigError as e:
+        raise ValueError(f"{e} (override data settings with --data / --data-root / --heldout-size)") from None
+    if "name" not in data:
+        exp.data.name = None          # no dataset known (not the schema's default): load_bundle asks for --data
+    return exp
 
 
-def load_bundle(settings: dict, what: str, net=None):
-    """``build_data`` from settings, or a clear error saying which flags are missing; with ``net``,
-    data whose image channels or classes do not fit the model are refused by name (not as a
-    conv shape error or an out-of-range label deep inside)."""
-    if not settings.get("name"):
+def load_bundle(exp: Config, what: str, net=None, test_subset: int | None = None):
+    """The splits of the experiment's ``data`` section (``test_subset``: the first N test images;
+    None: all), or a clear error saying which flags are missing; with ``net``, data whose image
+    channels or classes do not fit the model are refused by name (not as a conv shape error or an
+    out-of-range label deep inside)."""
+    d = exp.data
+    if not d.name:
         raise ValueError(f"{what} needs data, and the checkpoint's config names no dataset: give --data NAME "
                          "[--data-root DIR] (e.g. --data fashion_mnist)")
     from ..data import build_data
-    bundle = build_data(settings["name"], settings.get("root"), input_size=settings.get("input_size"),
-                        heldout_size=settings.get("heldout_size") or 0, heldout_seed=settings.get("heldout_seed") or 0,
-                        augment="default", test_subset=settings.get("test_subset"))
+    input_size = d.input_size if d.input_size is not None or net is None else net.arch.get("input_size")
+    bundle = build_data(d.name, d.root, input_size=input_size, heldout_size=d.heldout_size,
+                        heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, augment=d.augment,
+                        subset=d.subset, test_subset=test_subset)
     if net is not None:
         arch = net.arch
         if bundle.in_channels != arch.get("in_channels", bundle.in_channels):
-            raise ValueError(f"{what}: {settings['name']} has {bundle.in_channels}-channel images but this model takes "
+            raise ValueError(f"{what}: {d.name} has {bundle.in_channels}-channel images but this model takes "
                              f"{arch['in_channels']}-channel input; give data of the kind it was trained on "
                              "(--data / --data-root)")
         if bundle.num_classes > arch.get("num_classes", bundle.num_classes):
-            raise ValueError(f"{what}: {settings['name']} has {bundle.num_classes} classes but this model has "
+            raise ValueError(f"{what}: {d.name} has {bundle.num_classes} classes but this model has "
                              f"{arch['num_classes']} outputs; give data of the kind it was trained on "
                              "(--data / --data-root)")
     return bundle
 
 
+def calibration_data(exp: Config, bundle, num_images: int, args, device):
+    """Batches of the calibration images under the one policy (``slimnet.loaders.calibration_batches``):
+    the experiment's seed unless ``--calibrate-seed`` says otherwise, so the tools calibrate a
+    config on the images training calibrated it on."""
+    seed = getattr(args, "calibrate_seed", None)
+    seed = exp.experiment.seed if seed is None else seed
+    memory = use_memory(exp.data.in_memory, bundle)
+    return calibration_batches(bundle, num_images, seed, args.batch_size, device, memory)
+
+
+def test_data(exp: Config, bundle, args, device):
+    """The test split as streamed batches (``slimnet.loaders.evaluation_batches``)."""
+    return evaluation_batches(bundle, bundle.test, args.batch_size, device, use_memory(exp.data.in_memory, bundle))
+
+
 def preload(dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``n`` images (a seeded random subset, in dataset order; all when ``n`` is None) of
-    a dataset as one tensor, with labels. Random augmentations are seeded too, so the same
-    call gives the same tensor."""
+    a dataset as one tensor, with labels (the search's held-out images, scored many times)."""
     total = len(dataset)
     idx = torch.arange(total)
     if n is not None and n < total:
@@ -142,10 +165,6 @@ def preload(dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor,
     images = torch.stack([torch.as_tensor(x).as_subclass(torch.Tensor) for x, _ in items])
     labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
     return images, labels
-
-
-def batches(images: torch.Tensor, batch_size: int):
-    return [images[i: i + batch_size] for i in range(0, len(images), batch_size)]
 
 
 def config_of(net, *, width=None, channels=None):
@@ -178,17 +197,17 @@ def ensure_calibrated(net, cfgs, ckpt, args, num_images: int, log=print, force: 
     todo = [c for c in cfgs if force or needs_calibration(net, c)]
     if not todo:
         return 0
-    settings = data_settings(ckpt, args, net)
+    exp = checkpoint_experiment(ckpt, args)
     try:
-        bundle = load_bundle(settings, "calibrating BN statistics", net)
+        bundle = load_bundle(exp, "calibrating BN statistics", net)
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{len(todo)} config(s) have no BN statistics in this universal supernet and calibrating "
                          f"them failed: {e}") from None
-    images, _ = preload(bundle.calib, num_images, seed=getattr(args, "calibrate_seed", 0))
     device = next(net.parameters()).device
+    data = calibration_data(exp, bundle, num_images, args, device)
     for c in todo:
-        calibrate_bn(net, c, batches(images, args.batch_size), num_images=num_images, device=device)
-    log(f"calibrated BN statistics of {len(todo)} config(s) on {len(images)} images")
+        used = calibrate_bn(net, c, data, num_images=num_images, device=device)
+    log(f"calibrated BN statistics of {len(todo)} config(s) on {used} images")
     return len(todo)
 
 

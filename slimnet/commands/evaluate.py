@@ -10,8 +10,8 @@ from ..export import load_child
 from ..metrics import evaluate
 from ..profile import format_count, profile
 from ..utils import atomic_write_text, check_output_file, json_safe, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, batches, check_counts, config_of, data_settings,
-                     ensure_calibrated, load_bundle, preload)
+from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, checkpoint_experiment, config_of,
+                     ensure_calibrated, load_bundle, resolve_checkpoint, test_data)
 
 
 def parse_range(text: str) -> list[float]:
@@ -36,7 +36,9 @@ def add_arguments(p):
     p.add_argument("--widths", help="a range of widths START:STOP:STEP, e.g. 0.35:1.0:0.05")
     p.add_argument("--channels", action="append", default=[], help="channel config JSON (repeatable)")
     p.add_argument("--calibrate-images", type=int, default=2000, help="BN calibration images for uncalibrated configs")
-    p.add_argument("--calibrate-seed", type=int, default=0, help="seed of the random draw of calibration images")
+    p.add_argument("--calibrate-seed", type=int, default=None,
+                   help="seed of the draw of calibration images (default: the experiment's seed, so the images "
+                        "training calibrated on)")
     p.add_argument("--recalibrate", action="store_true",
                    help="(re)calibrate the BN statistics of every evaluated config, also those already stored and "
                         "those of a shared-BN supernet (the S-Nets ablation's repair); not for switchable BN")
@@ -47,9 +49,58 @@ def add_arguments(p):
     add_debug(p)
 
 
-def _eval_rows(model, loader_images, labels, batch_size, device):
-    data = [(x, y) for x, y in zip(batches(loader_images, batch_size), batches(labels, batch_size))]
-    return evaluate(model, data, device=device)
+def _row(name: str, cfg, metrics: dict, with_key: bool = True) -> dict:
+    """One result row: the config's name (and key), its MACs and params, its test metrics."""
+    cost = profile(cfg.space, cfg)
+    return {"name": name, **({"key": cfg.key} if with_key else {}), "macs": cost.macs, "params": cost.params,
+            "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"], "images": metrics["images"]}
+
+
+def _child_rows(args, device) -> list[dict]:
+    """One row: an exported child on the test split (``--data`` names it: a child has no config)."""
+    if args.width or args.widths or args.channels:
+        raise ValueError("--child evaluates one exported model: drop --width/--widths/--channels")
+    child = load_child(args.child).to(device)
+    exp = checkpoint_experiment(None, args)
+    bundle = load_bundle(exp, "evaluation", child, test_subset=args.test_subset)
+    cfg = child.child_config
+    metrics = evaluate(child, test_data(exp, bundle, args, device), device=device)
+    return [_row(os.path.basename(args.child), cfg, metrics, with_key=False)]
+
+
+def _supernet_items(net, ckpt, path: str, args) -> list[tuple[str, object]]:
+    """(name, config) of every evaluated config, calibrated where needed."""
+    widths = list(args.width) + (parse_range(args.widths) if args.widths else [])
+    if net.is_child:
+        if widths or args.channels or args.recalibrate:
+            raise ValueError(f"{path} holds a fixed child (trained alone, plain BN): evaluate it without "
+                             "--width/--widths/--channels/--recalibrate")
+        return [(os.path.basename(os.path.dirname(os.path.abspath(path))) or "child", net.child_config)]
+    items = [(f"width {w:g}", config_of(net, width=w)) for w in widths]
+    items += [(os.path.basename(c), config_of(net, channels=c)) for c in args.channels]
+    if not items:
+        items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
+    ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images, force=args.recalibrate)
+    return items
+
+
+def _supernet_rows(args, device) -> list[dict]:
+    """A supernet's widths / channel configs (or a fixed-child checkpoint) on the test split."""
+    path = resolve_checkpoint(args)
+    net, ckpt = load_supernet(path)
+    net.to(device)
+    items = _supernet_items(net, ckpt, path, args)
+    exp = checkpoint_experiment(ckpt, args)
+    bundle = load_bundle(exp, "evaluation", net, test_subset=args.test_subset)
+    test = test_data(exp, bundle, args, device)
+    rows = []
+    for name, cfg in items:
+        if not net.is_child:
+            net.set_channels(cfg)
+        rows.append(_row(name, cfg, evaluate(net, test, device=device)))
+    if not net.is_child:
+        net.set_channels(net.space.max())
+    return rows
 
 
 def run(args) -> int:
@@ -58,48 +109,7 @@ def run(args) -> int:
         if value:
             check_output_file(value, flag)
     device = pick_device(args.device)
-    rows = []
-    if args.child:
-        if args.width or args.widths or args.channels:
-            raise ValueError("--child evaluates one exported model: drop --width/--widths/--channels")
-        child = load_child(args.child).to(device)
-        settings = data_settings({}, args, child)
-        bundle = load_bundle(settings, "evaluation", child)
-        images, labels = preload(bundle.test)
-        cfg = child.child_config
-        cost = profile(cfg.space, cfg)
-        m = _eval_rows(child, images, labels, args.batch_size, device)
-        rows.append({"name": os.path.basename(args.child), "macs": cost.macs, "params": cost.params,
-                     "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
-    else:
-        from .common import resolve_checkpoint
-        path = resolve_checkpoint(args)
-        net, ckpt = load_supernet(path)
-        widths = list(args.width) + (parse_range(args.widths) if args.widths else [])
-        if net.is_child and (widths or args.channels or args.recalibrate):
-            raise ValueError(f"{path} holds a fixed child (trained alone, plain BN): evaluate it without "
-                             "--width/--widths/--channels/--recalibrate")
-        net.to(device)
-        if net.is_child:
-            items = [(os.path.basename(os.path.dirname(os.path.abspath(path))) or "child", net.child_config)]
-        else:
-            items = [(f"width {w:g}", config_of(net, width=w)) for w in widths]
-            items += [(os.path.basename(c), config_of(net, channels=c)) for c in args.channels]
-            if not items:
-                items = [(f"width {w:g}", net.space.uniform(w)) for w in (net.space.max_width, net.space.min_width)]
-            ensure_calibrated(net, [c for _, c in items], ckpt, args, args.calibrate_images, force=args.recalibrate)
-        settings = data_settings(ckpt, args, net)
-        bundle = load_bundle(settings, "evaluation", net)
-        images, labels = preload(bundle.test)
-        for name, cfg in items:
-            if not net.is_child:
-                net.set_channels(cfg)
-            cost = profile(net.space, cfg)
-            m = _eval_rows(net, images, labels, args.batch_size, device)
-            rows.append({"name": name, "key": cfg.key, "macs": cost.macs, "params": cost.params,
-                         "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "images": m["images"]})
-        if not net.is_child:
-            net.set_channels(net.space.max())
+    rows = _child_rows(args, device) if args.child else _supernet_rows(args, device)
     print(f"{'model':>24} {'MACs':>9} {'params':>9} {'top-1':>7} {'top-5':>7}   ({rows[0]['images']} test images)")
     for r in rows:
         print(f"{r['name']:>24} {format_count(r['macs']):>9} {format_count(r['params']):>9} "

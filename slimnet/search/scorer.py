@@ -63,6 +63,12 @@ def check_searchable(net) -> None:
         raise SearchError("the search needs a universally slimmable supernet (bn='universal'), not shared BN")
 
 
+def calibration_count(bn: str, calib_num: int | None = None) -> int:
+    """How many images BN statistics are computed from when scoring with ``bn``: ``calib_num``
+    when given, else 2000 for ``"recalibrate"`` (calibrate_bn's default) and 500 for ``"subset"``."""
+    return calib_num if calib_num is not None else (2000 if bn == "recalibrate" else 500)
+
+
 class CandidateScorer:
     """Scores many configs of one supernet on preloaded images, sharing unchanged prefixes.
 
@@ -86,8 +92,7 @@ class CandidateScorer:
             raise SearchError(f"need >= 2 held-out images with one label each, got {len(self.images)} images "
                               f"and {len(self.labels)} labels")
         self.bn = bn
-        if calib_num is None:
-            calib_num = 2000 if bn == "recalibrate" else 500
+        calib_num = calibration_count(bn, calib_num)
         calib = self.images if calib is None else calib.to(self.device)
         self.calib = calib[:calib_num]
         self.batch_size = int(batch_size)
