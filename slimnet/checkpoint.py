@@ -23,6 +23,7 @@ import os
 import numpy as np
 import torch
 
+from .errors import NonFiniteError
 from .models import SlimNet, build
 from .nn import is_calibrated_stat
 from .utils import atomic_torch_save, safe_torch_load
@@ -31,8 +32,6 @@ FORMAT = "slimnet-ckpt-v1"
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
-class NonFiniteError(ValueError):
-    """A model whose parameters or buffers hold NaN / inf: it is never written to a checkpoint."""
 
 
 def model_spec(net: SlimNet) -> dict:

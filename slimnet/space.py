@@ -17,6 +17,7 @@ import random as _random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
+from .errors import ChannelConfigError
 from .utils import atomic_write_text
 
 
@@ -56,8 +57,7 @@ class ChannelGroup:
     multiple_of: int = 1
 
 
-class ConfigError(ValueError):
-    """A channel config that does not fit its channel space."""
+ConfigError = ChannelConfigError   # the name this module (and slimnet.ConfigError) has always used
 
 
 def _closest(name: str, names) -> str:

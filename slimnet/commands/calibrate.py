@@ -9,8 +9,19 @@ import sys
 from ..calibrate import calibrate_bn
 from ..checkpoint import load_supernet, save_checkpoint
 from ..utils import check_output_file, clean_stale_temps, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, calibration_data, check_counts,
-                     checkpoint_experiment, config_of, describe, load_bundle, needs_calibration, resolve_checkpoint)
+from .common import (
+    add_checkpoint_args,
+    add_data_args,
+    add_debug,
+    calibration_data,
+    check_counts,
+    checkpoint_experiment,
+    config_of,
+    describe,
+    load_bundle,
+    needs_calibration,
+    resolve_checkpoint,
+)
 
 
 # --------------------------------------------------------------------------------------------

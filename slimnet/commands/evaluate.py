@@ -10,8 +10,18 @@ from ..export import load_child
 from ..metrics import evaluate
 from ..profile import format_count, profile
 from ..utils import atomic_write_text, check_output_file, json_safe, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, checkpoint_experiment, config_of,
-                     ensure_calibrated, load_bundle, resolve_checkpoint, test_data)
+from .common import (
+    add_checkpoint_args,
+    add_data_args,
+    add_debug,
+    check_counts,
+    checkpoint_experiment,
+    config_of,
+    ensure_calibrated,
+    load_bundle,
+    resolve_checkpoint,
+    test_data,
+)
 
 
 def parse_range(text: str) -> list[float]:

@@ -10,8 +10,16 @@ from ..checkpoint import load_supernet
 from ..export import check_export, export, export_onnx, export_torchscript, save_child
 from ..profile import format_count, measure_latency, profile
 from ..utils import check_output_dir, clean_stale_temps, pick_device
-from .common import (add_checkpoint_args, add_data_args, add_debug, check_counts, config_of, ensure_calibrated,
-                     needs_calibration, resolve_checkpoint)
+from .common import (
+    add_checkpoint_args,
+    add_data_args,
+    add_debug,
+    check_counts,
+    config_of,
+    ensure_calibrated,
+    needs_calibration,
+    resolve_checkpoint,
+)
 
 
 def add_arguments(p):

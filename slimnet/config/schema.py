@@ -6,12 +6,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+from ..errors import ExperimentConfigError
+
 __all__ = ["ConfigError", "Config", "ExperimentConfig", "ModelConfig", "DataConfig", "OptimConfig", "TrainConfig",
            "EvalConfig"]
 
 
-class ConfigError(ValueError):
-    """An experiment config that is malformed, mistyped or inconsistent."""
+ConfigError = ExperimentConfigError   # the name this module has always used (slimnet.errors)
 
 
 @dataclass

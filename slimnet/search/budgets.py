@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..errors import SearchError
 from ..profile import format_count, profile
 from ..space import ChannelConfig
 
@@ -12,8 +13,6 @@ BUDGET_WHAT = {"macs": "MACs", "params": "params", "latency": "latency"}
 OUTPUT_PREFIX = "autoslim_"   # default prefix of a search's files and of budget labels
 
 
-class SearchError(ValueError):
-    """Bad search input (budgets, model, data)."""
 
 
 @dataclass(frozen=True)

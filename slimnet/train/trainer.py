@@ -15,6 +15,7 @@ import torch.distributed as tdist
 
 from ..checkpoint import nonfinite_entries, save_checkpoint
 from ..config import Config, ConfigError
+from ..errors import TrainingDiverged
 from ..loaders import build_loaders, experiment_data, mix
 from ..profile import profile
 from ..utils import check_output_dir
@@ -47,8 +48,6 @@ from .step import StepOptions, autocast_context, distill_ramp, train_step
 __all__ = ["Trainer", "TrainingDiverged", "train"]
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss: training stopped before the optimizer step that would spread it."""
 
 
 class Trainer:
