@@ -21,10 +21,10 @@ def test_quickstart_smoke(tmp_path):
     proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "autoslim_62M.json", "autoslim_55M.json",
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "autoslim_9.5M.json", "autoslim_9M.json",
                  "autoslim_trajectory.csv", "evaluation.json", "child/child.pt", "child/child.json",
                  "child/child.ts", "child/child.onnx"):
         assert (out / name).exists(), name
-    for budget, limit in (("62M", 62e6), ("55M", 55e6)):
+    for budget, limit in (("9.5M", 9.5e6), ("9M", 9e6)):
         assert json.loads((out / f"autoslim_{budget}.json").read_text())["macs"] <= limit
     assert "Done. Files:" in proc.stdout
