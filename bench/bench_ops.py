@@ -28,8 +28,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # rep
 import torch.nn.functional as F  # noqa: E402
 
 import slimnet  # noqa: E402
-from slimnet import ops  # noqa: E402
 from bench.common import machine_info, markdown_table, time_interleaved, write_json  # noqa: E402
+from slimnet import ops  # noqa: E402
 
 TARGET = 1.10
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_ops.json")

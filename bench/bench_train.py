@@ -56,11 +56,10 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import slimnet  # noqa: E402
-from slimnet.config import load_config  # noqa: E402
 from slimnet import ops  # noqa: E402
+from slimnet.config import load_config  # noqa: E402
 from slimnet.loaders import build_loaders, experiment_data  # noqa: E402
-from slimnet.train import (WidthSampler, build_model, make_optimizer, param_groups, train_step,  # noqa: E402
-                           width_loss)
+from slimnet.train import WidthSampler, build_model, make_optimizer, param_groups, train_step, width_loss  # noqa: E402
 from slimnet.utils import atomic_write_text, pick_device  # noqa: E402
 
 WIDTHS = (1.0, 0.75, 0.5, 0.35)

@@ -42,8 +42,9 @@ from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0:1] = [ROOT, os.path.dirname(os.path.abspath(__file__))]   # slimnet and bench/study_report
-from slimnet.utils import atomic_write_text  # noqa: E402
 from study_report import WIDTHS, write_report  # noqa: E402  (bench/study_report.py)
+
+from slimnet.utils import atomic_write_text  # noqa: E402
 
 PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "costs")
 US_WIDTHS = "0.35:1.0:0.05"
@@ -134,10 +135,11 @@ class Study:
 
     def budgets(self):
         """MACs of the uniform fixed models: the search's budgets."""
+        import torch
+
         from slimnet.models import build
         from slimnet.profile import profile
         from slimnet.search import make_budgets
-        import torch
         with torch.device("meta"):
             net = build("mobilenet_v2", num_classes=10, in_channels=1, input_size=28, max_width=1.0,
                         min_width=0.35, downsample="imagenet")
@@ -296,6 +298,7 @@ def _train_stats(run: str) -> dict:
 def measure_costs(out: str, rounds: int = 15, repeats: int = 30) -> None:
     import torch
     import torchvision
+
     from slimnet.calibrate import calibrate_bn
     from slimnet.export import export
     from slimnet.models import build

@@ -6,8 +6,7 @@ from helpers import channel_places
 
 import slimnet
 from slimnet.calibrate import calibrate_bn
-from slimnet.nn import (PerGroup, SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, channel_index,
-                        resolve)
+from slimnet.nn import PerGroup, SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, channel_index, resolve
 
 
 class Cfg(dict):

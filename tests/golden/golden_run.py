@@ -32,8 +32,9 @@ from helpers import write_noise_fashion  # noqa: E402
 from slimnet.cli import main as slimnet  # noqa: E402
 
 COMMON = ["experiment.device=cpu", "experiment.seed=3", "model.name=resnet20", "model.max_width=0.5",
-          "model.min_width=0.25", "data.name=fashion_mnist", "data.input_size=16", "data.batch_size=16", "data.eval_batch_size=16", "data.workers=0", "train.epochs=2",
-          "optim.lr=0.05", "optim.warmup_epochs=0.5", "eval.calib_images=16", "train.checkpoint_every=0"]
+          "model.min_width=0.25", "data.name=fashion_mnist", "data.input_size=16", "data.batch_size=16",
+          "data.eval_batch_size=16", "data.workers=0", "train.epochs=2", "optim.lr=0.05", "optim.warmup_epochs=0.5",
+          "eval.calib_images=16", "train.checkpoint_every=0"]
 MODES = {
     "switchable": ["train.mode=switchable", "train.widths=[0.5,0.375,0.25]", "train.distill=soft_ce"],
     "universal": ["train.mode=universal", "train.num_random=1", "train.channels_last=true",
