@@ -7,6 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCH = dict(num_classes=10, in_channels=1, input_size=16)   # Fashion-MNIST resized to 16x16: fast
+DATA_CFG = {"name": "fashion_mnist", "root": None, "heldout_size": 120, "heldout_seed": 0, "input_size": 16}
+
 
 def write_noise_fashion(directory: str, n_train: int = 32, n_test: int = 16, seed: int = 0) -> str:
     """Random uint8 images and labels in the four Fashion-MNIST IDX files."""
@@ -52,3 +56,13 @@ def channel_places(ref, small, large, max_cfg):
         return list(range(resolve(ref, cfg))) if i is None else list(i)
     where = {p: k for k, p in enumerate(index(large))}
     return [where[p] for p in index(small)]
+
+
+def train_on_fashion_mnist(net, steps=30, seed=0):
+    """A few sandwich steps on 512 installed Fashion-MNIST images at 16 px (the command tests' supernets)."""
+    from slimnet.data import build_data
+
+    b = build_data("fashion_mnist", heldout_size=120, heldout_seed=0, exclude_heldout=True, augment="none",
+                   subset=512, input_size=16)
+    x = torch.stack([b.train[i][0] for i in range(len(b.train))])
+    return sandwich_train(net, x, b.train.targets, steps=steps, batch=64, seed=seed)

@@ -22,6 +22,8 @@ from slimnet.nn import (
     is_calibrated_stat,
 )
 
+pytestmark = pytest.mark.fashion_mnist
+
 ARCH = dict(num_classes=10, in_channels=1, input_size=16)  # Fashion-MNIST shrunk to 16x16: fast tests
 
 

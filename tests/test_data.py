@@ -139,8 +139,7 @@ def test_fashion_missing_lists_searched_dirs(tmp_path, no_system_fashion):
     assert "apt-get install dataset-fashion-mnist" in msg and "download" in msg
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="dataset-fashion-mnist package not installed")
+@pytest.mark.fashion_mnist
 def test_real_fashion_mnist():
     b = build_data("fashion_mnist")
     assert (len(b.train), len(b.test), b.num_classes) == (60000, 10000, 10)

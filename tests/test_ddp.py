@@ -29,6 +29,8 @@ import pytest
 import torch
 from helpers import write_noise_fashion
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.fashion_mnist]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_quickstart_smoke(tmp_path):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST (Debian dataset-fashion-mnist) is not installed")
     out = tmp_path / "qs"
     env = {**os.environ, "QUICKSTART_SMOKE": "1", "QUICKSTART_OUT": str(out), "SLIMNET_SKIP_INSTALL": "1",
            "SLIMNET_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}

@@ -16,6 +16,8 @@ from slimnet.checkpoint import load_checkpoint
 from slimnet.config import load_config
 from slimnet.train import train
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,6 +14,8 @@ import slimnet
 from slimnet.cli import main
 from slimnet.search import Budget, ChildLatency, SearchError, greedy_slim, write_outputs
 
+pytestmark = pytest.mark.fashion_mnist
+
 
 @pytest.fixture(scope="module")
 def data():

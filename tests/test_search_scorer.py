@@ -10,6 +10,8 @@ import slimnet
 from slimnet.calibrate import calibrate_bn
 from slimnet.search import CandidateScorer, SearchError, greedy_slim, rank_correlation
 
+pytestmark = pytest.mark.fashion_mnist
+
 
 @pytest.fixture(scope="module")
 def data():

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import write_noise_fashion
+
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
