@@ -195,8 +195,8 @@ def use_memory(want: bool | None, bundle: DataBundle, what: str = "data.in_memor
     return bundle.batch_transforms is not None if want is None else bool(want)
 
 
-def _in_memory(cfg: Config, bundle: DataBundle) -> bool:
-    return use_memory(cfg.data.in_memory, bundle)
+def _in_memory(exp: Config, bundle: DataBundle) -> bool:
+    return use_memory(exp.data.in_memory, bundle)
 
 
 def calibration_positions(n: int, count: int, seed: int) -> torch.Tensor:
@@ -233,34 +233,34 @@ def evaluation_batches(bundle: DataBundle, view, batch_size: int, device, in_mem
     return make_loader(subset, batch_size, train=False, workers=workers, device=device)
 
 
-def experiment_data(cfg: Config) -> DataBundle:
+def experiment_data(exp: Config) -> DataBundle:
     """The splits an experiment config's ``data`` section describes."""
-    d = cfg.data
+    d = exp.data
     return build_data(d.name, d.root, input_size=d.input_size, heldout_size=d.heldout_size,
                       heldout_seed=d.heldout_seed, exclude_heldout=d.exclude_heldout, download=d.download,
                       augment=d.augment, subset=d.subset, test_subset=d.test_subset)
 
 
-def build_loaders(cfg: Config, bundle: DataBundle, device: torch.device, need_calib: bool,
+def build_loaders(exp: Config, bundle: DataBundle, device: torch.device, need_calib: bool,
                   rank: int = 0, world: int = 1) -> Loaders:
-    d = cfg.data
+    d = exp.data
     n = len(bundle.train)
     per_rank = n // world
     if d.batch_size > per_rank:
         where = f"per process ({n} images over {world} processes)" if world > 1 else "in the training set"
         raise ConfigError(f"data.batch_size: {d.batch_size} is larger than the {per_rank} images {where}; "
                           "use a smaller batch size (or more data: data.subset)")
-    sampler = EpochSampler(n, d.batch_size, world, rank, cfg.experiment.seed)
-    eval_view = bundle.heldout if cfg.eval.split == "heldout" else bundle.test
+    sampler = EpochSampler(n, d.batch_size, world, rank, exp.experiment.seed)
+    eval_view = bundle.heldout if exp.eval.split == "heldout" else bundle.test
     total = len(eval_view)
-    if cfg.eval.max_images is not None:
-        total = min(total, cfg.eval.max_images)
+    if exp.eval.max_images is not None:
+        total = min(total, exp.eval.max_images)
     mine = torch.arange(rank, total, world)   # exact shards, no padding duplicates: metrics are summed
     ebs = d.eval_batch_size or d.batch_size
     # The same calibration images on every rank, each with a fixed augmentation draw: identical
     # statistics everywhere, the same every epoch.
-    memory = _in_memory(cfg, bundle)
-    calib = (calibration_batches(bundle, cfg.eval.calib_images, cfg.experiment.seed, ebs, device, memory, d.workers)
+    memory = _in_memory(exp, bundle)
+    calib = (calibration_batches(bundle, exp.eval.calib_images, exp.experiment.seed, ebs, device, memory, d.workers)
              if need_calib else None)
     evaluation = evaluation_batches(bundle, eval_view, ebs, device, memory, d.workers, positions=mine)
     if memory:

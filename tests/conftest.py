@@ -47,3 +47,20 @@ def switchable_ckpt(tmp_path_factory):
     net = train_on_fashion_mnist(slimnet.build("resnet20", **ARCH, max_width=0.5, bn="switchable", switchable=[0.5, 0.25]), steps=3)
     save_checkpoint(d / "best.pt", net, config={"data": DATA_CFG})
     return d / "best.pt"
+
+
+@pytest.fixture(scope="module")     # one per test module, as each module had before
+def search_data():
+    """Installed Fashion-MNIST at 16 px: 256 training and 160 held-out images (tests/search_common.py)."""
+    from search_common import fashion
+
+    torch.manual_seed(0)
+    return fashion()
+
+
+@pytest.fixture(scope="module")
+def search_net(search_data):
+    """A ResNet-20 supernet trained a few sandwich steps on ``search_data`` (the search tests')."""
+    from search_common import trained_resnet20
+
+    return trained_resnet20(search_data)

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 from helpers import sandwich_train
-from search_common import ARCH, fashion, macs, trained_resnet20
+from search_common import ARCH, macs
 
 import slimnet
 from slimnet.cli import main
@@ -17,20 +17,9 @@ from slimnet.search import Budget, ChildLatency, SearchError, greedy_slim, write
 pytestmark = pytest.mark.fashion_mnist
 
 
-@pytest.fixture(scope="module")
-def data():
-    torch.manual_seed(0)
-    return fashion()
-
-
-@pytest.fixture(scope="module")
-def trained(data):
-    return trained_resnet20(data)
-
-
-def test_search_meets_every_budget_with_monotone_macs(trained, data, tmp_path):
-    _, _, hx, hy = data
-    net = trained
+def test_search_meets_every_budget_with_monotone_macs(search_net, search_data, tmp_path):
+    _, _, hx, hy = search_data
+    net = search_net
     full = macs(net, net.space.max())
     targets = [int(full * 0.9), int(full * 0.75), int(full * 0.6)]
     stats_before = net.calibrated_configs()
@@ -53,7 +42,7 @@ def test_search_meets_every_budget_with_monotone_macs(trained, data, tmp_path):
     assert traj[-1]["macs"] <= min(targets)
     assert net.calibrated_configs() == stats_before             # candidate statistics cleaned up
     assert net.active_config == net.space.max()
-    # searched accuracy is not random: a trained net well above 10% chance
+    # searched accuracy is not random: a search_net net well above 10% chance
     assert traj[0]["top1"] > 30
     paths = write_outputs(r, tmp_path)
     for t in targets:
@@ -67,22 +56,22 @@ def test_search_meets_every_budget_with_monotone_macs(trained, data, tmp_path):
     assert os.path.getsize(paths["plot"]) > 1000
 
 
-def test_params_budget_and_labels(trained, data):
-    _, _, hx, hy = data
-    p_max = slimnet.profile(trained.space).params
-    r = greedy_slim(trained, hx[:64], hy[:64], params=[int(p_max * 0.8)], batch_size=64)
+def test_params_budget_and_labels(search_net, search_data):
+    _, _, hx, hy = search_data
+    p_max = slimnet.profile(search_net.space).params
+    r = greedy_slim(search_net, hx[:64], hy[:64], params=[int(p_max * 0.8)], batch_size=64)
     cfg = r.config_for("params", int(p_max * 0.8))
-    assert slimnet.profile(trained.space, cfg).params <= p_max * 0.8
+    assert slimnet.profile(search_net.space, cfg).params <= p_max * 0.8
     assert Budget("macs", 150_000_000).label == "autoslim_150M"
     assert Budget("macs", 1_500_000_000).label == "autoslim_1.5G"
     assert Budget("params", 2_000_000).label == "autoslim_params_2M"
 
 
 @pytest.mark.parametrize("bn", ["batch", "recalibrate"])
-def test_resume_equals_uninterrupted(trained, data, tmp_path, bn):
-    _, _, hx, hy = data
+def test_resume_equals_uninterrupted(search_net, search_data, tmp_path, bn):
+    _, _, hx, hy = search_data
     hx, hy = hx[:64], hy[:64]
-    net = trained
+    net = search_net
     target = int(macs(net, net.space.max()) * 0.6)
     kw = dict(flops=[target], bn=bn, calib_num=32, batch_size=32, prescreen=32, leaders=2)
     whole = greedy_slim(net, hx, hy, **kw)
@@ -104,19 +93,19 @@ def test_resume_equals_uninterrupted(trained, data, tmp_path, bn):
         greedy_slim(net, hx, hy, state_path=state, resume=True, **{**kw, "leaders": 3})
 
 
-def test_prescreen_leaders_agree_on_trained_net(trained, data):
-    _, _, hx, hy = data
+def test_prescreen_leaders_agree_on_trained_net(search_net, search_data):
+    _, _, hx, hy = search_data
     hx, hy = hx[:64], hy[:64]
-    target = int(macs(trained, trained.space.max()) * 0.85)
-    a = greedy_slim(trained, hx, hy, flops=[target], batch_size=32)
-    b = greedy_slim(trained, hx, hy, flops=[target], batch_size=32, prescreen=32, leaders=len(trained.space))
+    target = int(macs(search_net, search_net.space.max()) * 0.85)
+    a = greedy_slim(search_net, hx, hy, flops=[target], batch_size=32)
+    b = greedy_slim(search_net, hx, hy, flops=[target], batch_size=32, prescreen=32, leaders=len(search_net.space))
     # with as many leaders as candidates, prescreening cannot change the choice
     assert [r["config"] for r in a.trajectory] == [r["config"] for r in b.trajectory]
 
 
-def test_bad_budgets(trained, data):
-    _, _, hx, hy = data
-    net = trained
+def test_bad_budgets(search_net, search_data):
+    _, _, hx, hy = search_data
+    net = search_net
     lo = macs(net, net.space.min())
     with pytest.raises(SearchError, match=f"min config has .*{lo:,}"):
         greedy_slim(net, hx, hy, flops=[lo - 1])
@@ -137,15 +126,15 @@ def test_unparsable_budget_exits_2(capsys):
 
 
 @pytest.fixture(scope="module")
-def mbv2(data):
-    """A MobileNet v2 supernet (25 channel groups: room for batched removals), barely trained."""
+def mbv2(search_data):
+    """A MobileNet v2 supernet (25 channel groups: room for batched removals), barely search_net."""
     torch.manual_seed(0)
-    x, y, _, _ = data
+    x, y, _, _ = search_data
     return sandwich_train(slimnet.build("mobilenet_v2", **ARCH, max_width=0.35, min_width=0.175), x, y, steps=5)
 
 
-def test_batched_greedy_applies_several_removals_and_crosses_budgets_one_step(mbv2, data):
-    _, _, hx, hy = data
+def test_batched_greedy_applies_several_removals_and_crosses_budgets_one_step(mbv2, search_data):
+    _, _, hx, hy = search_data
     hx, hy = hx[:32], hy[:32]
     net = mbv2
     full = macs(net, net.space.max())
@@ -176,8 +165,8 @@ def test_batched_greedy_applies_several_removals_and_crosses_budgets_one_step(mb
 
 
 @pytest.mark.parametrize("bn", ["batch", "recalibrate"])
-def test_batched_greedy_resume_equals_uninterrupted(mbv2, data, tmp_path, bn):
-    _, _, hx, hy = data
+def test_batched_greedy_resume_equals_uninterrupted(mbv2, search_data, tmp_path, bn):
+    _, _, hx, hy = search_data
     hx, hy = hx[:32], hy[:32]
     net = mbv2
     stats_before = net.calibrated_configs()
@@ -208,7 +197,7 @@ class FakeClock:
         return slimnet.profile(model.space, model.child_config).macs / 1e6
 
 
-def test_latency_budgets(trained, data, tmp_path):
+def test_latency_budgets(search_net, search_data, tmp_path):
     """Latency budgets: each row's measured latency is kept, a budget gets the first trajectory
     config measured at or under it, and a resumed search re-measures nothing it already has.
     The clock is injected (``ChildLatency(measure=...)``)."""
@@ -216,10 +205,10 @@ def test_latency_budgets(trained, data, tmp_path):
     calls, batches_seen = clock.calls, clock.batches
 
     def latency():   # a fresh cache per search, as the command makes
-        return ChildLatency(trained, 16, batch=2, measure=clock)
+        return ChildLatency(search_net, 16, batch=2, measure=clock)
 
-    _, _, hx, hy = data
-    net = trained
+    _, _, hx, hy = search_data
+    net = search_net
     hi, lo = (slimnet.profile(net.space, c).macs / 1e6 for c in (net.space.max(), net.space.min()))
     targets = [lo + 0.7 * (hi - lo), lo + 0.4 * (hi - lo)]
     kw = dict(latency_ms=targets, batch_size=80, prescreen=None)
@@ -249,18 +238,18 @@ def test_latency_budgets(trained, data, tmp_path):
 
 # -- options: one dataclass for the signature, the resume fingerprint and the command line -----
 
-def test_options_object_keywords_and_command_line_agree(trained, data, tmp_path):
+def test_options_object_keywords_and_command_line_agree(search_net, search_data, tmp_path):
     import argparse
 
     from slimnet.commands.autoslim import add_arguments
     from slimnet.search import GreedyOptions, options_from_args
-    _, _, hx, hy = data
+    _, _, hx, hy = search_data
     hx, hy = hx[:48], hy[:48]
-    target = int(macs(trained, trained.space.max()) * 0.8)
+    target = int(macs(search_net, search_net.space.max()) * 0.8)
     opts = GreedyOptions(batch_size=24, prescreen=16, leaders=2, removals="1")
     assert opts.removals == 1                                   # the command line's "1" is exact greedy
-    by_object = greedy_slim(trained, hx, hy, opts, macs=[target], state_path=tmp_path / "a.json")
-    by_keywords = greedy_slim(trained, hx, hy, flops=[target], batch_size=24, prescreen=16, leaders=2, removals=1,
+    by_object = greedy_slim(search_net, hx, hy, opts, macs=[target], state_path=tmp_path / "a.json")
+    by_keywords = greedy_slim(search_net, hx, hy, flops=[target], batch_size=24, prescreen=16, leaders=2, removals=1,
                               state_path=tmp_path / "b.json")
     strip = lambda t: [{k: v for k, v in row.items() if k != "elapsed_s"} for row in t]  # noqa: E731
     assert strip(by_object.trajectory) == strip(by_keywords.trajectory)
@@ -278,15 +267,15 @@ def test_options_object_keywords_and_command_line_agree(trained, data, tmp_path)
                                                                    leaders=2, batch_size=24)
     assert options_from_args(GreedyOptions, p.parse_args([])) == GreedyOptions()
     with pytest.raises(TypeError, match="unknown GreedyOptions option.*'leader'"):
-        greedy_slim(trained, hx, hy, flops=[target], leader=2)
+        greedy_slim(search_net, hx, hy, flops=[target], leader=2)
 
 
-def test_outputs_prefix_is_a_parameter(trained, data, tmp_path):
+def test_outputs_prefix_is_a_parameter(search_net, search_data, tmp_path):
     from slimnet.search import make_budgets, output_names
-    _, _, hx, hy = data
-    target = int(macs(trained, trained.space.max()) * 0.9)
+    _, _, hx, hy = search_data
+    target = int(macs(search_net, search_net.space.max()) * 0.9)
     assert make_budgets(flops=[target]) == make_budgets(macs=[target]) == make_budgets([target])
-    r = greedy_slim(trained, hx[:32], hy[:32], macs=[target], batch_size=32)
+    r = greedy_slim(search_net, hx[:32], hy[:32], macs=[target], batch_size=32)
     paths = write_outputs(r, tmp_path, plot=False, prefix="mine_")
     label = Budget("macs", target).label
     assert sorted(os.listdir(tmp_path)) == sorted(["mine_trajectory.jsonl", "mine_trajectory.csv",
@@ -298,7 +287,7 @@ def test_outputs_prefix_is_a_parameter(trained, data, tmp_path):
 
 # -- a second strategy is one class on the shared SearchRun ------------------------------------
 
-def test_a_second_strategy_reuses_budgets_scoring_state_and_outputs(trained, data, tmp_path):
+def test_a_second_strategy_reuses_budgets_scoring_state_and_outputs(search_net, search_data, tmp_path):
     """A strategy that slims the first group above its minimum each round (no scoring of
     alternatives): budgets, rows, resumable state and outputs come from SearchRun."""
     from slimnet.search import SearchRun, make_budgets
@@ -314,15 +303,15 @@ def test_a_second_strategy_reuses_budgets_scoring_state_and_outputs(trained, dat
             self.add_row(cand, iteration=len(self.state.trajectory), group=group, score=score, candidates=1)
             return True
 
-    _, _, hx, hy = data
-    budgets = make_budgets(macs=[int(macs(trained, trained.space.max()) * 0.8)])
+    _, _, hx, hy = search_data
+    budgets = make_budgets(macs=[int(macs(search_net, search_net.space.max()) * 0.8)])
     state = tmp_path / "state.json"
-    part = FirstGroup(trained, hx[:32], hy[:32], budgets=budgets, state_path=state).run(max_steps=1)
+    part = FirstGroup(search_net, hx[:32], hy[:32], budgets=budgets, state_path=state).run(max_steps=1)
     assert len(part.trajectory) == 2 and not part.finished
-    rest = FirstGroup(trained, hx[:32], hy[:32], budgets=budgets, state_path=state, resume=True).run()
+    rest = FirstGroup(search_net, hx[:32], hy[:32], budgets=budgets, state_path=state, resume=True).run()
     assert rest.finished and rest.trajectory[:2] == part.trajectory[:2]
     for prev, row in zip(rest.trajectory, rest.trajectory[1:]):     # the strategy's choice, row by row
-        assert row["group"] == trained.space.slim_candidates(trained.space.config(prev["config"]))[0][0]
-    assert rest.configs[budgets[0].label] == trained.space.config(rest.trajectory[-1]["config"])
+        assert row["group"] == search_net.space.slim_candidates(search_net.space.config(prev["config"]))[0][0]
+    assert rest.configs[budgets[0].label] == search_net.space.config(rest.trajectory[-1]["config"])
     assert os.path.exists(write_outputs(rest, tmp_path, plot=False)["trajectory_csv"])
-    assert trained.active_config == trained.space.max()
+    assert search_net.active_config == search_net.space.max()

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from search_common import ARCH, fashion, trained_resnet20
+from search_common import ARCH
 
 import slimnet
 from slimnet.calibrate import calibrate_bn
@@ -13,23 +13,12 @@ from slimnet.search import CandidateScorer, SearchError, greedy_slim, rank_corre
 pytestmark = pytest.mark.fashion_mnist
 
 
-@pytest.fixture(scope="module")
-def data():
-    torch.manual_seed(0)
-    return fashion()
-
-
-@pytest.fixture(scope="module")
-def trained(data):
-    return trained_resnet20(data)
-
-
 @pytest.mark.parametrize("bn", ["batch", "recalibrate"])
 @pytest.mark.parametrize("model", ["resnet20", "mobilenet_v2"])
-def test_prefix_reuse_scores_equal_full_forward(model, bn, trained, data):
-    _, _, hx, hy = data
+def test_prefix_reuse_scores_equal_full_forward(model, bn, search_net, search_data):
+    _, _, hx, hy = search_data
     if model == "resnet20":
-        net = trained
+        net = search_net
     else:
         torch.manual_seed(1)
         net = slimnet.build("mobilenet_v2", **ARCH, max_width=0.35, min_width=0.1)
@@ -52,9 +41,9 @@ def test_prefix_reuse_scores_equal_full_forward(model, bn, trained, data):
     assert fast.forwards < slow.forwards * len(fast.stages)     # the prefix was shared
 
 
-def test_candidate_statistics_equal_calibrate_bn(trained, data):
-    _, _, hx, hy = data
-    net = trained
+def test_candidate_statistics_equal_calibrate_bn(search_net, search_data):
+    _, _, hx, hy = search_data
+    net = search_net
     sc = CandidateScorer(net, hx, hy, bn="recalibrate", calib_num=70, batch_size=32)
     cur = net.space.max()
     cands = [c for _, c in net.space.slim_candidates(cur)]
@@ -70,8 +59,8 @@ def test_candidate_statistics_equal_calibrate_bn(trained, data):
     net.set_channels(net.space.max())
 
 
-def test_switchable_and_child_are_refused(data):
-    _, _, hx, hy = data
+def test_switchable_and_child_are_refused(search_data):
+    _, _, hx, hy = search_data
     s = slimnet.build("resnet20", **ARCH, max_width=0.5, bn="switchable", switchable=[0.5, 0.25])
     with pytest.raises(SearchError, match="universally slimmable"):
         greedy_slim(s, hx, hy, flops=[5e6])
@@ -91,9 +80,9 @@ def test_rank_correlation():
     assert 0.9 < rho < 1 and 0.8 < tau < 1
 
 
-def test_calibrate_bn_accepts_a_bare_tensor_and_a_list_of_tensors(trained, data):
-    _, _, hx, _ = data
-    net = trained
+def test_calibrate_bn_accepts_a_bare_tensor_and_a_list_of_tensors(search_net, search_data):
+    _, _, hx, _ = search_data
+    net = search_net
     cfg = net.space.uniform(0.3)
     key = cfg.key
 
@@ -120,44 +109,44 @@ def test_calibrate_bn_accepts_a_bare_tensor_and_a_list_of_tensors(trained, data)
 
 # -- the model's declared stages ---------------------------------------------------------------
 
-def test_scorer_asks_the_model_for_its_stages(trained, data):
-    _, _, hx, hy = data
-    sc = CandidateScorer(trained, hx[:16], hy[:16], batch_size=16)
-    assert sc.stages[:-1] == trained.trunk() and len(sc.stages) == len(trained.trunk()) + 1
+def test_scorer_asks_the_model_for_its_stages(search_net, search_data):
+    _, _, hx, hy = search_data
+    sc = CandidateScorer(search_net, hx[:16], hy[:16], batch_size=16)
+    assert sc.stages[:-1] == search_net.trunk() and len(sc.stages) == len(search_net.trunk()) + 1
 
 
-def test_a_model_without_stages_is_searched_with_a_loud_warning(trained, data):
+def test_a_model_without_stages_is_searched_with_a_loud_warning(search_net, search_data):
     """A model that declares no stages: a warning naming its class and what is missing, then a
     full forward per candidate with the same scores."""
-    _, _, hx, hy = data
+    _, _, hx, hy = search_data
 
-    class NoStages(type(trained)):
+    class NoStages(type(search_net)):
         trunk = slimnet.SlimNet.trunk
 
         def forward(self, x):
             return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
-    net = NoStages(**trained.arch)
-    net.load_state_dict(trained.state_dict())
+    net = NoStages(**search_net.arch)
+    net.load_state_dict(search_net.state_dict())
     with pytest.warns(UserWarning, match=r"NoStages declares no stages \(SlimNet.trunk\(\) and head\(\)"):
         sc = CandidateScorer(net, hx[:24], hy[:24], batch_size=24)
     assert sc.stages == [net]
-    ref = CandidateScorer(trained, hx[:24], hy[:24], batch_size=24)
+    ref = CandidateScorer(search_net, hx[:24], hy[:24], batch_size=24)
     cur = net.space.max()
     cands = [c for _, c in net.space.slim_candidates(cur)][:4]
     for a, b in zip(sc.score(cur, cands), ref.score(cur, cands)):
         assert a.correct == b.correct and a.loss == pytest.approx(b.loss, rel=1e-5, abs=1e-4)
 
 
-def test_stages_that_do_not_compose_to_forward_are_not_reused(trained, data):
-    _, _, hx, hy = data
+def test_stages_that_do_not_compose_to_forward_are_not_reused(search_net, search_data):
+    _, _, hx, hy = search_data
 
-    class Doubled(type(trained)):
+    class Doubled(type(search_net)):
         def forward(self, x):
             return 2 * super().forward(x)
 
-    net = Doubled(**trained.arch)
-    net.load_state_dict(trained.state_dict())
+    net = Doubled(**search_net.arch)
+    net.load_state_dict(search_net.state_dict())
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         sc = CandidateScorer(net, hx[:8], hy[:8], batch_size=8)

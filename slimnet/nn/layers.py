@@ -29,7 +29,21 @@ def _positions(shape: tuple) -> int:
     return math.prod(shape[2:])
 
 
-class SlimConv2d(nn.Conv2d, SlimModule):
+class _SlicedWeightLayer(SlimModule):
+    """Conv and linear layers: an input and an output ref, and ``sliced()`` (the active weight and
+    bias) that export copies into the child's plain layer."""
+
+    def export_to(self, child: nn.Module) -> None:
+        weight, bias = self.sliced()
+        child.weight.copy_(weight)
+        if bias is not None:
+            child.bias.copy_(bias)
+
+    def channel_refs(self) -> LayerRefs:
+        return LayerRefs(self.in_ref, self.out_ref)
+
+
+class SlimConv2d(nn.Conv2d, _SlicedWeightLayer):
     """Conv2d over the active part of a max-size weight. ``depthwise`` convs use groups = active
     channels; grouped convs keep a fixed number of groups and read and write :class:`PerGroup`
     tensors of that many groups, so each group uses its own leading channels (its block of rows
@@ -84,15 +98,6 @@ class SlimConv2d(nn.Conv2d, SlimModule):
             return depthwise_conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.active_groups)
 
-    def export_to(self, child: nn.Conv2d) -> None:
-        weight, bias = self.sliced()
-        child.weight.copy_(weight)
-        if bias is not None:
-            child.bias.copy_(bias)
-
-    def channel_refs(self) -> LayerRefs:
-        return LayerRefs(self.in_ref, self.out_ref)
-
     def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
         cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
         per_output = self.kernel_size[0] * self.kernel_size[1] * (1 if self.depthwise else cin // self.fixed_groups)
@@ -114,7 +119,7 @@ class SlimConv2d(nn.Conv2d, SlimModule):
         return roles
 
 
-class SlimLinear(nn.Linear, SlimModule):
+class SlimLinear(nn.Linear, _SlicedWeightLayer):
     """Linear over the active part of a max-size weight (``weight[:out, :in]`` for group refs)."""
 
     def __init__(self, in_ref: ChannelRef, out_ref: ChannelRef, max_in: int, max_out: int, bias: bool = True,
@@ -138,15 +143,6 @@ class SlimLinear(nn.Linear, SlimModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, *self.sliced())
-
-    def export_to(self, child: nn.Linear) -> None:
-        weight, bias = self.sliced()
-        child.weight.copy_(weight)
-        if bias is not None:
-            child.bias.copy_(bias)
-
-    def channel_refs(self) -> LayerRefs:
-        return LayerRefs(self.in_ref, self.out_ref)
 
     def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
         cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
