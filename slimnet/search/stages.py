@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from ..nn import PerGroup, ref_groups
+from ..nn import groups_used
 
 
 def model_stages(net: nn.Module) -> list[nn.Module]:
@@ -29,14 +29,8 @@ def model_stages(net: nn.Module) -> list[nn.Module]:
 
 
 def stage_groups(stage: nn.Module) -> set[str]:
-    """The channel groups the layers of ``stage`` refer to."""
-    names = set()
-    for m in stage.modules():
-        for attr in ("in_ref", "out_ref", "ref"):
-            ref = getattr(m, attr, None)
-            if isinstance(ref, (str, tuple, PerGroup)):
-                names.update(ref_groups(ref))
-    return names
+    """The channel groups the slimmable layers of ``stage`` refer to (their ``channel_refs()``)."""
+    return groups_used(stage)
 
 
 def first_stages(stages: Sequence[nn.Module]) -> dict[str, int]:
