@@ -22,8 +22,8 @@ is one class here and one line in :data:`MODES`.
 """
 from __future__ import annotations
 
-from ..config import ConfigError
-from ..config.validation import check, check_widths, choice
+from ..config.checks import check, check_widths, choice
+from ..errors import ExperimentConfigError as ConfigError
 from ..models import build
 from ..ops import use_fast_depthwise_
 from ..profile import profile
