@@ -2,5 +2,6 @@
 slimmable, what is fixed and why (``trace_report``)."""
 from .graph import TraceError
 from .groups import TracedGroup, TracedGroups, TracedLayer, trace_groups
+from .report import TraceReport, trace_report
 
-__all__ = ["TraceError", "TracedGroup", "TracedGroups", "TracedLayer", "trace_groups"]
+__all__ = ["TraceError", "TracedGroup", "TracedGroups", "TracedLayer", "trace_groups", "TraceReport", "trace_report"]

@@ -285,7 +285,8 @@ class Walker:
     def getitem(self, node) -> Chans | None:
         base, index = node.args
         if _shape(base) is None:            # an item of a tuple (a split's part) or of a size
-            return self.unknown(node, f"a part of '{base.name}'") if self.is_tensor(node) else None
+            reason = f"a part of '{base.name}', whose parts the tracer does not know"
+            return self.unknown(node, reason) if self.is_tensor(node) else None
         index = index if isinstance(index, tuple) else (index,)
         if len(index) >= 1 and index[0] == slice(None) and (len(index) == 1 or index[1] in (slice(None), Ellipsis)):
             return self.chans(base)

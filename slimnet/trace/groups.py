@@ -140,6 +140,8 @@ def _result(model: str, walker: Walker, names: dict[int, str]) -> TracedGroups:
                 producers[sets.find(p)].append(u.name)
     groups = {}
     for root, name in names.items():
+        if not (producers[root] or consumers[root] or name == "input"):
+            continue                     # a tensor inside an unknown op's chain that no layer touches
         s = sets.info(root)
         groups[name] = TracedGroup(name, s.size, s.per_group, tuple(s.fixed), tuple(producers[root]),
                                    tuple(dict.fromkeys(consumers[root])))
