@@ -49,6 +49,7 @@ class Walker:
         self.layers: list[LayerUse] = []
         self.origin: dict[int, str] = {}          # element -> the module or node that opened it
         self.concats: list[tuple[str, Chans]] = []
+        self.split_reasons: dict[fx.Node, str] = {}  # a split node -> why its parts are fixed
 
     def run(self) -> "Walker":
         for node in self.gm.graph.nodes:
@@ -167,7 +168,8 @@ class Walker:
 
     def other(self, node, what: str, split: bool, reshape: bool):
         if split:
-            return self.unknown(node, f"channel split {what}: not handled yet")
+            self.split_reasons[node] = f"channel split {what}: not handled yet"
+            return self.unknown(node, self.split_reasons[node])
         if reshape:
             return self.unknown(node, f"{what} reorders or reshapes the channel dim (e.g. a channel shuffle)")
         return self.unknown(node, f"{what} is not known to the tracer")
@@ -285,7 +287,8 @@ class Walker:
     def getitem(self, node) -> Chans | None:
         base, index = node.args
         if _shape(base) is None:            # an item of a tuple (a split's part) or of a size
-            reason = f"a part of '{base.name}', whose parts the tracer does not know"
+            why = self.split_reasons.get(base, "a tuple the tracer does not know")
+            reason = f"a part of '{base.name}' ({why})"
             return self.unknown(node, reason) if self.is_tensor(node) else None
         index = index if isinstance(index, tuple) else (index,)
         if len(index) >= 1 and index[0] == slice(None) and (len(index) == 1 or index[1] in (slice(None), Ellipsis)):

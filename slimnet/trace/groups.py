@@ -109,9 +109,9 @@ def _pin(walker: Walker, names: dict[int, str], fixed: list[str]) -> None:
     by_layer = {u.name: u.output for u in walker.layers}
     for name in fixed:
         if name in by_group:
-            walker.sets.fix(by_group[name], "fixed=", "pinned by the user")
+            walker.sets.fix(by_group[name], "fixed=", f"pinned by the user (fixed=['{name}'])")
         elif name in by_layer:
-            walker.fix(by_layer[name], "fixed=", f"pinned by the user (layer '{name}')")
+            walker.fix(by_layer[name], "fixed=", f"pinned by the user (fixed=['{name}'])")
         else:
             close = difflib.get_close_matches(name, list(by_layer) + list(by_group), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
