@@ -120,7 +120,8 @@ def test_shufflenet_v2_split_and_shuffle_are_fixed_with_reasons():
     report = slimnet.trace_report(model, input_size=SIZE)
     check_refs_match_modules(model, report.traced)
     reasons = [r for g in report.fixed for _, r in g.fixed]
-    assert "a part of 'chunk' (channel split .chunk(): not handled yet)" in reasons
+    assert ("a part of 'chunk' (channel split .chunk() cuts through a channel group (sizes (116,) split into "
+            "[58, 58]))") in reasons
     assert ".view() reshapes the channel dim ((1, 116, 8, 8) -> (1, 2, 58, 8, 8))" in reasons  # the shuffle
     # each unit's inner width (branch2's 1x1 -> depthwise -> 1x1) stays slimmable
     inner = report.traced.layer("stage2.0.branch2.0").output
@@ -188,7 +189,7 @@ class Odd(nn.Module):
         self.scale = nn.Parameter(torch.ones(1, 6, 1, 1))
 
     def forward(self, x):
-        left, _ = self.a(x).split(4, dim=1)
+        left, _ = self.a(x).split(4, dim=1)                 # cuts the group of a
         y = torch.cumsum(self.b(left), dim=1)
         z = self.c(y) * self.scale
         return self.fc(self.d(z).mean((2, 3)))
@@ -197,7 +198,7 @@ class Odd(nn.Module):
 def test_unknown_channel_ops_fix_what_they_touch():
     traced = slimnet.trace_groups(Odd(), input_size=4)
     reasons = {n: [r for _, r in g.fixed] for n, g in traced.groups.items()}
-    assert reasons["a"] == ["channel split .split(): not handled yet"]
+    assert reasons["a"] == ["channel split .split() cuts through a channel group (sizes (8,) split into [4, 4])"]
     assert reasons["b"] == ["torch.cumsum is not known to the tracer"]
     assert reasons["c"] == ["combined elementwise with 'scale', whose channels are not a traced feature map's"]
     assert traced.groups["d"].slimmable and traced.layer("fc").input == "d"        # mean over (2, 3) keeps them
@@ -221,3 +222,23 @@ def test_report_table_and_dict():
 def test_a_model_without_convs_is_refused():
     with pytest.raises(slimnet.TraceError, match="no conv or linear layer"):
         slimnet.trace_groups(nn.Sequential(nn.ReLU(), nn.Flatten()), input_size=4)
+
+
+class Pieces(nn.Module):
+    """Splits and slices that fall between the parts of a concatenation commute with slimming."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 2, 1)
+        self.p, self.q, self.r = nn.Conv2d(4, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x), self.c(x)], 1)
+        first, rest = torch.split(y, [4, 8], dim=1)
+        return self.p(first) + self.q(rest) + self.r(y[:, 4:10])
+
+
+def test_splits_and_slices_between_concatenated_groups_keep_them():
+    traced = slimnet.trace_groups(Pieces(), input_size=4)
+    assert traced.layer("p").input == "a" and traced.layer("q").input == ("b", "c") and traced.layer("r").input == "b"
+    assert all(traced.groups[n].slimmable for n in "abc")

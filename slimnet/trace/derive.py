@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from . import rules
+from .slicing import ChannelSlicing
 from .unionfind import ChannelSets
 
 
@@ -41,7 +42,7 @@ def _shape(x):
     return tuple(tm.shape) if isinstance(tm, TensorMetadata) else None
 
 
-class Walker:
+class Walker(ChannelSlicing):
     def __init__(self, gm: fx.GraphModule):
         self.gm, self.sets = gm, ChannelSets()
         self.modules = dict(gm.named_modules())
@@ -49,7 +50,8 @@ class Walker:
         self.layers: list[LayerUse] = []
         self.origin: dict[int, str] = {}          # element -> the module or node that opened it
         self.concats: list[tuple[str, Chans]] = []
-        self.split_reasons: dict[fx.Node, str] = {}  # a split node -> why its parts are fixed
+        self.split_reasons: dict[fx.Node, str] = {}  # a split node -> why its pieces are fixed
+        self.split_parts: dict[fx.Node, list[Chans]] = {}   # a split node -> its pieces
 
     def run(self) -> "Walker":
         for node in self.gm.graph.nodes:
@@ -168,8 +170,7 @@ class Walker:
 
     def other(self, node, what: str, split: bool, reshape: bool):
         if split:
-            self.split_reasons[node] = f"channel split {what}: not handled yet"
-            return self.unknown(node, self.split_reasons[node])
+            return self.split(node, what)
         if reshape:
             return self.unknown(node, f"{what} reorders or reshapes the channel dim (e.g. a channel shuffle)")
         return self.unknown(node, f"{what} is not known to the tracer")
@@ -284,17 +285,6 @@ class Walker:
             return self.unknown(node, f"{node.name} reduces over the channel or batch dim")
         return x
 
-    def getitem(self, node) -> Chans | None:
-        base, index = node.args
-        if _shape(base) is None:            # an item of a tuple (a split's part) or of a size
-            why = self.split_reasons.get(base, "a tuple the tracer does not know")
-            reason = f"a part of '{base.name}' ({why})"
-            return self.unknown(node, reason) if self.is_tensor(node) else None
-        index = index if isinstance(index, tuple) else (index,)
-        if len(index) >= 1 and index[0] == slice(None) and (len(index) == 1 or index[1] in (slice(None), Ellipsis)):
-            return self.chans(base)
-        return self.unknown(node, f"indexes {index} through the channel dim")
-
     @staticmethod
-    def is_tensor(node) -> bool:
-        return _shape(node) is not None
+    def shape_of(node) -> tuple | None:
+        return _shape(node)
