@@ -242,3 +242,14 @@ def test_splits_and_slices_between_concatenated_groups_keep_them():
     traced = slimnet.trace_groups(Pieces(), input_size=4)
     assert traced.layer("p").input == "a" and traced.layer("q").input == ("b", "c") and traced.layer("r").input == "b"
     assert all(traced.groups[n].slimmable for n in "abc")
+
+
+@pytest.mark.parametrize("name, slimmable", [("efficientnet_b0", 40), ("regnet_y_400mf", 53), ("vgg11_bn", 10),
+                                             ("squeezenet1_1", 25)])
+def test_more_torchvision_models_trace_with_only_input_and_output_fixed(name, slimmable):
+    """efficientnet_b0: stem, 7 stage outputs, 15 expand and 16 SE groups, the last conv; regnet_y_400mf:
+    SE gates and grouped convs; vgg11_bn: a 7x7 map flattened into the first linear; squeezenet: fire concatenations."""
+    model = tv(name)
+    traced = slimnet.trace_groups(model, input_size=SIZE)
+    check_refs_match_modules(model, traced)
+    assert len(traced.slimmable()) == slimmable and len(traced.fixed()) == 2

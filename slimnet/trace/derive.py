@@ -134,7 +134,7 @@ class Walker(ChannelSlicing):
 
     def _call_function(self, node):
         t = node.target
-        if t in rules.PASS_FUNCTIONS:
+        if t in rules.PASS_FUNCTIONS or rules.target_name(t) in rules.PASS_FUNCTION_NAMES:
             return self.chans(node.args[0])
         if t in rules.ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node)

@@ -28,6 +28,8 @@ PASS_FUNCTIONS = {
     F.interpolate, F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, torch.clone,
     operator.neg,
 }
+#: Wrapped functions matched by name (fx records them as calls of the wrapped function).
+PASS_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}   # drops whole samples
 PASS_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clone", "contiguous", "hardswish", "neg",
                 "float", "half", "to", "detach"}
 
