@@ -6,10 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 import slimnet
 from slimnet.nn import SlimConv2d, SlimLinear
 from slimnet.nn.refs import PerGroup, ref_groups, resolve
+from slimnet.trace.macs import macs
 
 SIZE = 64
 
@@ -253,3 +255,21 @@ def test_more_torchvision_models_trace_with_only_input_and_output_fixed(name, sl
     traced = slimnet.trace_groups(model, input_size=SIZE)
     check_refs_match_modules(model, traced)
     assert len(traced.slimmable()) == slimmable and len(traced.fixed()) == 2
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "mobilenet_v3_small", "densenet121", "shufflenet_v2_x1_0",
+                                  "regnet_y_400mf"])
+def test_macs_as_traced_are_flop_counter_flops_over_two(name):
+    model = tv(name).eval()
+    report = slimnet.trace_report(model, input_size=SIZE, min_width=0.5)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, SIZE, SIZE))
+    low, high = report.macs
+    assert high == counter.get_total_flops() // 2 and 0 < low < high
+
+
+def test_uniform_width_macs_equal_the_hand_written_resnet18():
+    traced = slimnet.trace_groups(tv("resnet18"), input_size=128)
+    net = slimnet.build("resnet18", input_size=128)
+    for width in (1.0, 0.5, 0.25):
+        assert macs(traced, width) == slimnet.profile(net.space, net.space.uniform(width), input_size=128).macs

@@ -35,6 +35,8 @@ class LayerUse:
     input: Chans
     output: Chans
     groups: int = 1
+    kernel: int = 1      # kernel positions (kh * kw)
+    positions: int = 1   # output positions per image (H * W of a conv's output)
 
 
 def _shape(x):
@@ -194,13 +196,15 @@ class Walker(ChannelSlicing):
             else:
                 self.sets.read_per_group(x.parts[0], g, name)
                 self.sets.read_per_group(out.parts[0], g, name)
-        return self.record(LayerUse(name, kind, x, out, g))
+        positions = math.prod(_shape(node)[2:])
+        return self.record(LayerUse(name, kind, x, out, g, math.prod(m.kernel_size), positions))
 
     def linear(self, node, m: nn.Linear, x: Chans | None) -> Chans:
         shape = _shape(node.args[0])
         if x is None or shape is None or len(shape) != 2:
             x = self.unknown(node, f"linear '{node.target}' reads a tensor of shape {shape}, not (N, features)")
-        return self.record(LayerUse(node.target, "linear", x, self.new(m.out_features, node.target)))
+        positions = math.prod(shape[1:-1]) if shape else 1
+        return self.record(LayerUse(node.target, "linear", x, self.new(m.out_features, node.target), 1, 1, positions))
 
     def record(self, use: LayerUse) -> Chans:
         """Keep a layer call; a layer called again (shared weights) ties its channels to the first call's."""

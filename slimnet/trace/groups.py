@@ -40,8 +40,8 @@ class TracedGroup:
 @dataclass(frozen=True)
 class TracedLayer:
     """One conv / linear / norm layer: its kind (conv, depthwise, grouped, linear, norm), the refs
-    of its input and output, its conv groups, and for a linear after a flatten the features per
-    input channel (channel-major)."""
+    of its input and output, its conv groups, for a linear after a flatten the features per input
+    channel (channel-major), its kernel positions and its output positions per image."""
 
     name: str
     kind: str
@@ -49,6 +49,8 @@ class TracedLayer:
     output: ChannelRef
     groups: int = 1
     features_per_channel: int = 1
+    kernel: int = 1
+    positions: int = 1
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,8 @@ def _result(model: str, walker: Walker, names: dict[int, str]) -> TracedGroups:
             return parts[0] if g == 1 else PerGroup(parts, g)
         return parts
 
-    layers = tuple(TracedLayer(u.name, u.kind, ref(u.input), ref(u.output), u.groups, u.input.per)
-                   for u in walker.layers)
+    layers = tuple(TracedLayer(u.name, u.kind, ref(u.input), ref(u.output), u.groups, u.input.per, u.kernel,
+                               u.positions) for u in walker.layers)
     producers: dict[int, list[str]] = {r: [] for r in names}
     consumers: dict[int, list[str]] = {r: [] for r in names}
     for u in walker.layers:

@@ -7,7 +7,9 @@ from typing import Iterable
 import torch.nn as nn
 
 from ..nn.refs import ref_groups
+from .graph import TraceError
 from .groups import TracedGroup, TracedGroups, TracedLayer, trace_groups
+from .macs import macs
 
 
 def _names(items: tuple[str, ...], limit: int = 2) -> str:
@@ -21,12 +23,19 @@ class TraceReport:
 
     ``slimmable`` / ``fixed``: the groups (name, channel count, required multiple, writers, readers;
     a fixed group also says which graph node fixed it and why). ``fixed_layers``: conv / linear
-    layers none of whose channels can be slimmed. ``str(report)`` is a table; ``to_dict()`` the same
-    as plain data (for JSON).
+    layers none of whose channels can be slimmed. ``macs``: MACs per image of the model as traced
+    and at ``min_width`` (every slimmable group at that fraction, see ``macs.uniform_counts``).
+    ``str(report)`` is a table; ``to_dict()`` the same as plain data (for JSON).
     """
 
     traced: TracedGroups
     input_size: tuple[int, int]
+    min_width: float = 0.25
+
+    @property
+    def macs(self) -> tuple[int, int]:
+        """(MACs at min_width, MACs of the model as traced)"""
+        return macs(self.traced, self.min_width), macs(self.traced, 1.0)
 
     @property
     def model(self) -> str:
@@ -51,7 +60,8 @@ class TraceReport:
             return {"name": g.name, "channels": g.channels, "multiple_of": g.multiple_of, "producers": list(g.producers),
                     "consumers": list(g.consumers), "fixed": [{"node": n, "reason": r} for n, r in g.fixed]}
 
-        return {"model": self.model, "input_size": list(self.input_size),
+        return {"model": self.model, "input_size": list(self.input_size), "min_width": self.min_width,
+                "macs": {"min": self.macs[0], "max": self.macs[1]},
                 "slimmable": [group(g) for g in self.slimmable], "fixed": [group(g) for g in self.fixed],
                 "fixed_layers": [layer.name for layer in self.fixed_layers]}
 
@@ -59,7 +69,9 @@ class TraceReport:
         convs = [layer for layer in self.traced.layers if layer.kind != "norm"]
         lines = [f"{self.model} traced at {self.input_size[0]}x{self.input_size[1]}: {len(self.slimmable)} slimmable "
                  f"channel groups, {len(self.fixed)} fixed; {len(convs)} conv/linear layers, "
-                 f"{len(self.fixed_layers)} not slimmed", ""]
+                 f"{len(self.fixed_layers)} not slimmed",
+                 f"MACs per image: {self.macs[1] / 1e6:.2f}M as traced, {self.macs[0] / 1e6:.2f}M at width "
+                 f"{self.min_width} (every slimmable group)", ""]
         width = max([len(g.name) for g in self.traced.groups.values()] + [5])
         lines.append(f"{'group':<{width}}  {'channels':>8}  {'multiple':>8}  {'written by':<40}  read by")
         for g in self.slimmable:
@@ -77,9 +89,11 @@ class TraceReport:
 
 
 def trace_report(model: nn.Module, input_size=224, in_channels: int = 3, fixed: Iterable[str] = (),
-                 leaf_modules: Iterable = ()) -> TraceReport:
+                 leaf_modules: Iterable = (), min_width: float = 0.25) -> TraceReport:
     """Trace ``model`` (see ``trace_groups``) and report its channel groups: what is slimmable,
-    what is fixed and why. ``print(report)`` gives the table."""
+    what is fixed and why, and its MACs range down to ``min_width``. ``print(report)`` gives the table."""
+    if not 0 < min_width <= 1:
+        raise TraceError(f"min_width must be in (0, 1], got {min_width!r}")
     traced = trace_groups(model, input_size, in_channels, fixed=fixed, leaf_modules=leaf_modules)
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    return TraceReport(traced, size)
+    return TraceReport(traced, size, float(min_width))
