@@ -273,3 +273,11 @@ def test_uniform_width_macs_equal_the_hand_written_resnet18():
     net = slimnet.build("resnet18", input_size=128)
     for width in (1.0, 0.5, 0.25):
         assert macs(traced, width) == slimnet.profile(net.space, net.space.uniform(width), input_size=128).macs
+
+
+def test_a_model_that_fails_on_the_example_input_names_the_node():
+    with pytest.raises(slimnet.TraceError, match=r"on a \(1, 1, 32, 32\) input failed at node 'conv1' "
+                                                 r"\(call_module conv1\): RuntimeError: Given groups=1"):
+        slimnet.trace_groups(tv("resnet18"), input_size=32, in_channels=1)
+    with pytest.raises(slimnet.TraceError, match="input_size must be a positive int or"):
+        slimnet.trace_groups(tv("resnet18"), input_size=0)

@@ -248,6 +248,8 @@ class Walker(ChannelSlicing):
 
     def cat(self, node) -> Chans | None:
         items, out = node.args[0], _shape(node)
+        if out is None or len(out) < 2:
+            return self.unknown(node, "concatenates into a tensor without a channel dim")
         dim = rules.arg(node, 1, "dim", 0) % len(out)
         chans = [self.chans(a) for a in items]
         if any(c is None or c.per != 1 for c in chans):

@@ -9,7 +9,8 @@ from typing import Iterable
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import SlimnetError
 
@@ -89,19 +90,37 @@ def _example(input_size, in_channels: int, model: nn.Module) -> torch.Tensor:
     return torch.zeros(1, in_channels, *size, **kw)
 
 
+class _Shapes(fx.Interpreter):
+    """Runs the graph, storing each node's output metadata in ``node.meta['tensor_meta']`` (as
+    ShapeProp does, but quietly, and failing with the node's name and the original error)."""
+
+    def __init__(self, gm: fx.GraphModule, example: torch.Tensor):
+        super().__init__(gm)
+        self.example = example
+        self.extra_traceback = False      # fx would append the graph node and a traceback to our message
+
+    def run_node(self, n: fx.Node):
+        try:
+            result = super().run_node(n)
+        except Exception as err:
+            shape = tuple(self.example.shape)
+            raise TraceError(f"running the traced {type(self.module).__name__} on a {shape} input failed at node "
+                             f"'{n.name}' ({n.op} {n.target}): {type(err).__name__}: {str(err).splitlines()[0]}") from err
+        n.meta["tensor_meta"] = map_aggregate(
+            result, lambda x: _extract_tensor_metadata(x) if isinstance(x, torch.Tensor) else x)
+        return result
+
+
 def propagate_shapes(gm: fx.GraphModule, input_size, in_channels: int) -> None:
     """Store every node's output shape in ``node.meta['tensor_meta']`` (one image, eval mode).
 
     The model's train / eval flags are restored afterwards; BN statistics are not touched (eval)."""
+    example = _example(input_size, in_channels, gm)
     modes = {m: m.training for m in gm.modules()}
     gm.eval()
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(_example(input_size, in_channels, gm))
-    except Exception as err:
-        cause = err.__cause__ or err
-        raise TraceError(f"running the traced {gm.__class__.__name__} on a 1x{in_channels}x{input_size} input "
-                         f"failed: {str(err).splitlines()[0]}: {cause}") from err
+            _Shapes(gm, example).run(example)
     finally:
         for m, mode in modes.items():
             m.training = mode
