@@ -45,6 +45,9 @@ def _shape(x):
 
 
 class Walker(ChannelSlicing):
+    """One pass over the graph in order: ``env`` maps each node to its output's ``Chans`` (None
+    without a channel dim), ``layers`` collects every conv / linear / norm call, ``sets`` the ties."""
+
     def __init__(self, gm: fx.GraphModule):
         self.gm, self.sets = gm, ChannelSets()
         self.modules = dict(gm.named_modules())
