@@ -13,12 +13,13 @@ expect (``ValueError`` for bad values, ``RuntimeError`` for a run that cannot go
 ``SearchError``            bad search input: budgets, model, data
 ``NonFiniteError``         a model holding NaN / inf, never written to a checkpoint
 ``TrainingDiverged``       a non-finite loss: training stopped before the step that would spread it
+``TraceError``             a model slimnet cannot trace, or a request the traced model cannot meet
 =========================  ====================================================================
 """
 from __future__ import annotations
 
 __all__ = ["ChannelConfigError", "ExperimentConfigError", "NonFiniteError", "SearchError", "SlimnetError",
-           "TrainingDiverged"]
+           "TraceError", "TrainingDiverged"]
 
 
 class SlimnetError(Exception):
@@ -43,3 +44,7 @@ class NonFiniteError(SlimnetError, ValueError):
 
 class TrainingDiverged(SlimnetError, RuntimeError):
     """A non-finite loss: training stopped before the optimizer step that would spread it."""
+
+
+class TraceError(SlimnetError, ValueError):
+    """A model slimnet cannot trace, or a request the traced model cannot meet."""

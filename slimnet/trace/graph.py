@@ -12,13 +12,9 @@ import torch.nn as nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from ..errors import SlimnetError
+from ..errors import TraceError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-
-
-class TraceError(SlimnetError, ValueError):
-    """A model slimnet cannot trace, or a request the traced model cannot meet."""
 
 
 class _Tracer(fx.Tracer):
