@@ -1,0 +1,161 @@
+"""``slimnet.slimmable``: traced torchvision models as supernets holding their own weights: the max
+config reproduces the model, MACs match FlopCounterMode, exported children equal the supernet at
+random per-layer configs, a sandwich training step runs; grouped convs and unsupported layers."""
+import copy
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import slimnet
+from slimnet.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear
+
+SIZE = 32
+MODELS = ["resnet18", "mobilenet_v2", "densenet121"]
+
+
+def tv(name):
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def images(n=4, size=SIZE, seed=1):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class GroupedNet(nn.Module):
+    """A conv, a grouped conv (4 groups: per-group layout), BN with biased statistics, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.grouped = nn.Conv2d(32, 64, 3, stride=2, padding=1, groups=4, bias=True)
+        self.bn = nn.BatchNorm2d(64)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.grouped(self.stem(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def grouped_net():
+    torch.manual_seed(0)
+    model = GroupedNet()
+    with torch.no_grad():
+        for bn in (model.stem[1], model.bn):    # non-trivial statistics, so copying them is tested
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+_CACHE = {}
+
+
+def pair(name):
+    """(original model, its supernet), made once per test module run."""
+    if name not in _CACHE:
+        model = grouped_net() if name == "grouped" else tv(name)
+        _CACHE[name] = (model, slimnet.slimmable(model, SIZE, min_width=0.25).eval())
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", MODELS + ["grouped"])
+def test_max_config_reproduces_the_model(name):
+    model, net = pair(name)
+    x = images()
+    assert net.active_config == net.space.max()
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() <= 1e-5
+        child = net.export(net.space.max())
+        assert (child(x) - model(x)).abs().max().item() <= 1e-5
+    # the original keeps its own modules; the supernet's keys are the model's
+    assert not any(isinstance(m, (SlimConv2d, SlimLinear, SlimBatchNorm2d)) for m in model.modules())
+    params = {k for k, _ in model.named_parameters()}
+    assert {k for k, _ in net.named_parameters()} == params
+    assert set(child.state_dict()) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("name", MODELS + ["grouped"])
+def test_profile_at_max_is_flop_counter_half(name):
+    model, net = pair(name)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images(1))
+    cost = slimnet.profile(net.space)
+    assert cost.macs == counter.get_total_flops() // 2
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    small = slimnet.profile(net.space, net.space.min())
+    assert 0 < small.macs < cost.macs
+
+
+@pytest.mark.parametrize("name", MODELS + ["grouped"])
+def test_exported_child_equals_supernet_at_random_configs(name):
+    _, net = pair(name)
+    x = images(8)
+    rng = random.Random(0)
+    for cfg in (net.space.random(rng), net.space.random(rng), net.space.min()):
+        slimnet.calibrate_bn(net, cfg, x)
+        child = net.export(cfg)
+        with torch.no_grad():
+            out = net.eval()(x)
+            assert (child(x) - out).abs().max().item() <= 1e-5
+        assert sum(p.numel() for p in child.parameters()) == slimnet.profile(net.space, cfg).params
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            child(images(1))
+        assert counter.get_total_flops() // 2 == slimnet.profile(net.space, cfg).macs
+    net.set_channels(net.space.max())
+
+
+@pytest.mark.parametrize("name", MODELS + ["grouped"])
+def test_sandwich_training_step(name):
+    model, _ = pair(name)
+    net = slimnet.slimmable(model, SIZE)      # a fresh one: this test changes the weights
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = images(4), torch.randint(0, 10, (4,))
+    opt.zero_grad()
+    for cfg in (net.space.max(), net.space.min(), net.space.random(random.Random(1))):
+        net.set_channels(cfg)
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        assert torch.isfinite(loss)
+    opt.step()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    net.set_width(0.5)
+    assert torch.isfinite(net(x)).all()
+
+
+def test_space_fixed_groups_and_widths():
+    _, net = pair("resnet18")
+    space = net.space
+    assert space["input"].min == space["input"].max == 3
+    assert space["fc"].min == space["fc"].max == 1000
+    assert space["conv1"].max == 64 and space["conv1"].min == 16
+    assert space.uniform(1.0) == space.max()
+    half = space.uniform(0.5)
+    assert half["layer4.0.conv1"] == 256 and half["fc"] == 1000
+    assert net.arch["input_size"] == SIZE and net.arch["max_width"] == 1.0
+    assert net.stages() is None
+    _, grouped = pair("grouped")
+    assert grouped.space["grouped"].multiple_of == 4
+    rng = random.Random(3)
+    assert all(grouped.space.random(rng)["grouped"] % 4 == 0 for _ in range(20))
+
+
+def test_unsupported_layer_is_named_and_fixed_makes_it_work():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    with pytest.raises(slimnet.TraceError, match=r"'5' \(BatchNorm1d.*fixed=\['5'\]"):
+        slimnet.slimmable(model, SIZE)
+    net = slimnet.slimmable(model, SIZE, fixed=["4"]).eval()
+    assert isinstance(net.get_submodule("5"), nn.BatchNorm1d)     # kept as it is
+    x = images()
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="max_width=1.0 only"):
+        slimnet.slimmable(model, SIZE, max_width=1.5, fixed=["4"])
+    with pytest.raises(TypeError, match="cannot be deep-copied"):
+        copy.deepcopy(net)
