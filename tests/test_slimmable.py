@@ -12,9 +12,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import slimnet
 from slimnet.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear
+from slimnet.trace.layers import SlimFlattenLinear
 
 SIZE = 32
 MODELS = ["resnet18", "mobilenet_v2", "densenet121"]
+SMALL = ["grouped", "flatten"]
 
 
 def tv(name):
@@ -41,12 +43,25 @@ class GroupedNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def grouped_net():
+class FlattenNet(nn.Module):
+    """VGG's head in small: a 2x2 feature map flattened into a linear (4 features per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(128, 24), nn.ReLU(), nn.Linear(24, 10))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def small_net(name):
     torch.manual_seed(0)
-    model = GroupedNet()
+    model = GroupedNet() if name == "grouped" else FlattenNet()
     with torch.no_grad():
-        for bn in (model.stem[1], model.bn):    # non-trivial statistics, so copying them is tested
-            bn.running_mean.uniform_(-1, 1)
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1, 1)     # non-trivial statistics, so copying them is tested
             bn.running_var.uniform_(0.5, 2)
     return model.eval()
 
@@ -57,12 +72,12 @@ _CACHE = {}
 def pair(name):
     """(original model, its supernet), made once per test module run."""
     if name not in _CACHE:
-        model = grouped_net() if name == "grouped" else tv(name)
+        model = small_net(name) if name in SMALL else tv(name)
         _CACHE[name] = (model, slimnet.slimmable(model, SIZE, min_width=0.25).eval())
     return _CACHE[name]
 
 
-@pytest.mark.parametrize("name", MODELS + ["grouped"])
+@pytest.mark.parametrize("name", MODELS + SMALL)
 def test_max_config_reproduces_the_model(name):
     model, net = pair(name)
     x = images()
@@ -78,7 +93,7 @@ def test_max_config_reproduces_the_model(name):
     assert set(child.state_dict()) == set(model.state_dict())
 
 
-@pytest.mark.parametrize("name", MODELS + ["grouped"])
+@pytest.mark.parametrize("name", MODELS + SMALL)
 def test_profile_at_max_is_flop_counter_half(name):
     model, net = pair(name)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -90,7 +105,7 @@ def test_profile_at_max_is_flop_counter_half(name):
     assert 0 < small.macs < cost.macs
 
 
-@pytest.mark.parametrize("name", MODELS + ["grouped"])
+@pytest.mark.parametrize("name", MODELS + SMALL)
 def test_exported_child_equals_supernet_at_random_configs(name):
     _, net = pair(name)
     x = images(8)
@@ -108,7 +123,7 @@ def test_exported_child_equals_supernet_at_random_configs(name):
     net.set_channels(net.space.max())
 
 
-@pytest.mark.parametrize("name", MODELS + ["grouped"])
+@pytest.mark.parametrize("name", MODELS + SMALL)
 def test_sandwich_training_step(name):
     model, _ = pair(name)
     net = slimnet.slimmable(model, SIZE)      # a fresh one: this test changes the weights
@@ -142,6 +157,10 @@ def test_space_fixed_groups_and_widths():
     assert grouped.space["grouped"].multiple_of == 4
     rng = random.Random(3)
     assert all(grouped.space.random(rng)["grouped"] % 4 == 0 for _ in range(20))
+    _, flat = pair("flatten")
+    assert flat.traced.layer("classifier.0").features_per_channel == 4
+    assert isinstance(flat.get_submodule("classifier.0"), SlimFlattenLinear)
+    assert flat.space["features.3"].min == 8 < flat.space["features.3"].max == 32
 
 
 def test_unsupported_layer_is_named_and_fixed_makes_it_work():

@@ -30,6 +30,7 @@ from ..nn.refs import ChannelRef
 from ..space import ChannelConfig, ChannelGroup, ChannelSpace, make_divisible
 from .graph import TraceError, trace
 from .groups import TracedGroup, TracedGroups, TracedLayer, trace_groups
+from .layers import SlimFlattenLinear
 
 
 def _divisor(group: TracedGroup) -> int:
@@ -219,18 +220,16 @@ def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelCo
     in_ref, out_ref = _ref(layer.input, fixed, max_cfg), _ref(layer.output, fixed, max_cfg)
     if type(m) is nn.Conv2d and m.padding_mode == "zeros":
         slim = _conv(layer, m, in_ref, out_ref, max_cfg)
-    elif type(m) is nn.Linear and (layer.features_per_channel == 1 or isinstance(in_ref, int)):
-        in_ref = m.in_features if layer.features_per_channel > 1 else in_ref
-        slim = SlimLinear(in_ref, out_ref, m.in_features, m.out_features, m.bias is not None,
-                          max_counts=max_cfg)
+    elif type(m) is nn.Linear:
+        slim = _linear(layer, m, in_ref, out_ref, max_cfg)
     elif type(m) is nn.BatchNorm2d:
         slim = SlimBatchNorm2d(out_ref, m.num_features, m.eps, m.momentum, max_counts=max_cfg)
     elif isinstance(in_ref, int) and isinstance(out_ref, int):
         return None
     else:
         raise TraceError(f"layer '{layer.name}' ({type(m).__name__}, {layer.kind}) cannot be slimmed yet "
-                         f"(supported: nn.Conv2d with zero padding, nn.Linear on (N, C) features, "
-                         f"nn.BatchNorm2d); pin its channels with fixed=['{layer.name}']")
+                         f"(supported: nn.Conv2d with zero padding, nn.Linear, nn.BatchNorm2d); "
+                         f"pin its channels with fixed=['{layer.name}']")
     _copy_parameters(slim, m)
     return slim.to(device=_device(m), dtype=_dtype(m))
 
@@ -244,6 +243,15 @@ def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimCon
                       groups=groups, depthwise=depthwise, bias=m.bias is not None, max_counts=max_cfg)
     slim.dilation = m.dilation
     return slim
+
+
+def _linear(layer: TracedLayer, m: nn.Linear, in_ref, out_ref, max_cfg) -> SlimLinear:
+    """A linear on (N, C) features, or after a channel-major flatten of a feature map (VGG)."""
+    per, bias = layer.features_per_channel, m.bias is not None
+    if per == 1 or isinstance(in_ref, int):
+        in_ref = in_ref if per == 1 else m.in_features
+        return SlimLinear(in_ref, out_ref, m.in_features, m.out_features, bias, max_counts=max_cfg)
+    return SlimFlattenLinear(in_ref, out_ref, per, m.in_features // per, m.out_features, bias, max_counts=max_cfg)
 
 
 def _copy_parameters(slim: nn.Module, m: nn.Module) -> None:
