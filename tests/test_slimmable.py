@@ -44,16 +44,19 @@ class GroupedNet(nn.Module):
 
 
 class FlattenNet(nn.Module):
-    """VGG's head in small: a 2x2 feature map flattened into a linear (4 features per channel)."""
+    """VGG's head in small: a 2x2 feature map flattened into a linear (4 features per channel); the
+    map is a concatenation (``side`` after ``features``), so the linear gathers its columns."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
-        self.classifier = nn.Sequential(nn.Linear(128, 24), nn.ReLU(), nn.Linear(24, 10))
+                                      nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
+        self.side = nn.Conv2d(3, 16, 5, stride=4, padding=2)
+        self.classifier = nn.Sequential(nn.Linear(192, 24), nn.ReLU(), nn.Linear(24, 10))
 
     def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
+        x = torch.cat([self.features(x), self.side(x)], 1)
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 2), 1))
 
 
 def small_net(name):
@@ -161,6 +164,7 @@ def test_space_fixed_groups_and_widths():
     assert flat.traced.layer("classifier.0").features_per_channel == 4
     assert isinstance(flat.get_submodule("classifier.0"), SlimFlattenLinear)
     assert flat.space["features.3"].min == 8 < flat.space["features.3"].max == 32
+    assert flat.get_submodule("classifier.0").in_ref == ("features.3", "side")
 
 
 def test_unsupported_layer_is_named_and_fixed_makes_it_work():
