@@ -180,5 +180,22 @@ def test_unsupported_layer_is_named_and_fixed_makes_it_work():
         assert (net(x) - model(x)).abs().max().item() <= 1e-5
     with pytest.raises(ValueError, match="max_width=1.0 only"):
         slimnet.slimmable(model, SIZE, max_width=1.5, fixed=["4"])
-    with pytest.raises(TypeError, match="cannot be deep-copied"):
-        copy.deepcopy(net)
+
+
+def test_deepcopy_is_an_independent_supernet():
+    _, net = pair("grouped")
+    twin = copy.deepcopy(net)
+    assert isinstance(twin, slimnet.TracedSupernet) and twin.space is not net.space
+    assert twin.space._builder.__self__ is twin and twin.graph.owning_module is twin
+    x = images()
+    cfg = net.space.random(random.Random(5))
+    net.set_channels(cfg)
+    twin.set_channels(cfg.channels)
+    slimnet.calibrate_bn(net, cfg, x)
+    slimnet.calibrate_bn(twin, cfg.channels, x)
+    with torch.no_grad():
+        assert torch.equal(net(x), twin(x))
+        twin.get_submodule("fc").weight.add_(1)
+        assert not torch.equal(net(x), twin(x))
+    assert slimnet.profile(twin.space) == slimnet.profile(net.space)
+    net.set_channels(net.space.max())

@@ -92,8 +92,13 @@ class TracedSupernet(fx.GraphModule):
                     m._store_stats(*original)
 
     def __deepcopy__(self, memo):
-        raise TypeError("a TracedSupernet cannot be deep-copied (fx would make a plain GraphModule of it); "
-                        "call slimnet.slimmable(model, ...) again, or copy its state_dict")
+        """A TracedSupernet again (fx's own deep copy would make a plain GraphModule of it), whose
+        space is its own (the space's layer-table builder is the copy's)."""
+        new = object.__new__(type(self))     # the same per-instance class: the same generated forward
+        memo[id(self)] = new
+        object.__setattr__(new, "__dict__", copy.deepcopy(self.__dict__, memo))
+        new.graph = new._graph               # the copied graph is owned by the copy
+        return new
 
     # -- switching (as SlimNet) -----------------------------------------------------------------
     def set_channels(self, cfg: Mapping | ChannelConfig) -> ChannelConfig:
