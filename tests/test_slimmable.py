@@ -199,3 +199,40 @@ def test_deepcopy_is_an_independent_supernet():
         assert not torch.equal(net(x), twin(x))
     assert slimnet.profile(twin.space) == slimnet.profile(net.space)
     net.set_channels(net.space.max())
+
+
+class ChannelsLastMLP(nn.Module):
+    """ConvNeXt's block in small: linears on the last dim of a permuted (N, H, W, C) map."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.up, self.down = nn.Linear(16, 48), nn.Linear(48, 16)
+        self.conv = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.down(torch.relu(self.up(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+        x = torch.relu(self.conv(x + y))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_linear_on_channels_last_is_fixed_with_its_own_counts():
+    torch.manual_seed(0)
+    model = ChannelsLastMLP().eval()
+    traced = slimnet.trace_groups(model, SIZE)
+    up = traced.layer("up")
+    assert all(not traced.groups[g].slimmable for g in (up.input, up.output))
+    assert (traced.groups[up.input].channels, traced.groups[up.output].channels) == (16, 48)
+    net = slimnet.slimmable(model, SIZE).eval()
+    x = images()
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() <= 1e-5
+        with FlopCounterMode(display=False) as counter:
+            model(images(1))
+    assert slimnet.profile(net.space).macs == counter.get_total_flops() // 2
+    cfg = net.set_channels(net.space.min())      # no BN: nothing to calibrate
+    assert cfg["conv"] == 8 and cfg["stem"] == 16     # the stem is tied to the fixed MLP output
+    with torch.no_grad():
+        assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-5
