@@ -223,6 +223,7 @@ def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelCo
     """The slimmable counterpart of one traced layer, with ``m``'s parameters; None for a layer kind
     not supported yet whose channels are all fixed (it stays as it is); TraceError otherwise."""
     in_ref, out_ref = _ref(layer.input, fixed, max_cfg), _ref(layer.output, fixed, max_cfg)
+    _check_counts(layer, m, max_cfg)
     if type(m) is nn.Conv2d and m.padding_mode == "zeros":
         slim = _conv(layer, m, in_ref, out_ref, max_cfg)
     elif type(m) is nn.Linear:
@@ -237,6 +238,20 @@ def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelCo
                          f"pin its channels with fixed=['{layer.name}']")
     _copy_parameters(slim, m)
     return slim.to(device=_device(m), dtype=_dtype(m))
+
+
+def _check_counts(layer: TracedLayer, m: nn.Module, max_cfg: ChannelConfig) -> None:
+    """The traced refs must give the module's own channel counts (else the tracer went wrong)."""
+    sizes = {nn.Conv2d: ("in_channels", "out_channels"), nn.Linear: ("in_features", "out_features"),
+             nn.BatchNorm2d: ("num_features", "num_features")}.get(type(m))
+    if sizes is None:
+        return
+    traced = (resolve(layer.input, max_cfg) * layer.features_per_channel, resolve(layer.output, max_cfg))
+    own = tuple(getattr(m, a) for a in sizes)
+    if traced != own:
+        raise TraceError(f"layer '{layer.name}' ({type(m).__name__}): the traced channel refs give {traced} "
+                         f"(in, out) channels, the module has {own}; keep the module that calls it whole "
+                         f"with leaf_modules=[...] and report the model")
 
 
 def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimConv2d:
