@@ -11,6 +11,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import slimnet
+from slimnet.export import check_export
 from slimnet.nn import SlimBatchNorm2d, SlimConv2d, SlimLinear
 from slimnet.trace.layers import SlimFlattenLinear
 
@@ -236,3 +237,19 @@ def test_linear_on_channels_last_is_fixed_with_its_own_counts():
     assert cfg["conv"] == 8 and cfg["stem"] == 16     # the stem is tied to the fixed MLP output
     with torch.no_grad():
         assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-5
+
+
+def test_state_dict_round_trip_and_slimnet_export():
+    model, net = pair("grouped")
+    x = images(8)
+    cfg = net.space.random(random.Random(7))
+    slimnet.calibrate_bn(net, cfg, x)
+    fresh = slimnet.slimmable(model, SIZE)
+    fresh.load_state_dict(net.state_dict())
+    assert fresh.calibrated_configs() == net.calibrated_configs()
+    fresh.set_channels(cfg.channels)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), net.eval()(x))
+    child = slimnet.export(net, cfg)                   # the package's export hands over to net.export
+    assert check_export(net, child, cfg, x) <= 1e-5
+    net.set_channels(net.space.max())
