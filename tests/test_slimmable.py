@@ -253,3 +253,15 @@ def test_state_dict_round_trip_and_slimnet_export():
     child = slimnet.export(net, cfg)                   # the package's export hands over to net.export
     assert check_export(net, child, cfg, x) <= 1e-5
     net.set_channels(net.space.max())
+
+
+def test_greedy_search_runs_on_a_traced_supernet():
+    from slimnet.search.greedy import greedy_slim
+    _, net = pair("grouped")
+    x, y = images(16), torch.randint(0, 10, (16,))
+    budget = slimnet.profile(net.space).macs // 2
+    with pytest.warns(UserWarning, match="no stages"):
+        result = greedy_slim(net, x, y, macs=[budget], prescreen=None, log=lambda *a, **k: None)
+    (cfg,) = result.configs.values()
+    assert result.finished and slimnet.profile(net.space, cfg).macs <= budget
+    assert net.active_config == net.space.max()
