@@ -107,6 +107,8 @@ def test_profile_at_max_is_flop_counter_half(name):
     assert cost.params == sum(p.numel() for p in model.parameters())
     small = slimnet.profile(net.space, net.space.min())
     assert 0 < small.macs < cost.macs
+    assert slimnet.profile(net.space, net.space.uniform(0.25)) == small
+    assert slimnet.trace_report(model, SIZE).macs == (small.macs, cost.macs)    # the report's range
 
 
 @pytest.mark.parametrize("name", MODELS + SMALL)
