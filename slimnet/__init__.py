@@ -12,12 +12,12 @@ from .space import (
            ConfigError,
            make_divisible,
 )
-from .trace import TraceError, TraceReport, trace_groups, trace_report
+from .trace import TracedSupernet, TraceError, TraceReport, slimmable, trace_groups, trace_report
 
 __version__ = "0.1.0"
 __all__ = ["build", "calibrate_bn", "MODELS", "SlimNet", "profile", "Cost", "measure_latency", "export", "save_child",
            "load_child", "load_supernet", "save_checkpoint", "ChannelConfig", "ChannelGroup", "ChannelSpace",
            "ConfigError", "make_divisible", "SlimnetError", "ExperimentConfigError", "ChannelConfigError",
-           "trace_groups", "trace_report", "TraceReport", "TraceError"]
+           "trace_groups", "trace_report", "TraceReport", "TraceError", "slimmable", "TracedSupernet"]
 # ConfigError: the channel-config error (ChannelConfigError), as always; the experiment-config
 # error is ExperimentConfigError (slimnet.config.ConfigError). Both derive from SlimnetError.

@@ -24,6 +24,8 @@ def export(supernet: SlimNet, config=None) -> SlimNet:
     statistics. The child has the supernet's device and
     dtype, is returned in eval mode, and its outputs equal the supernet's at ``config`` (eval mode).
     """
+    if not isinstance(supernet, SlimNet) and callable(getattr(supernet, "export", None)):
+        return supernet.export(config)    # a traced supernet (slimnet.slimmable) is in no registry
     if supernet.is_child:
         raise ValueError("export() takes a supernet; this model is already an exported child")
     cfg = supernet.active_config if config is None else supernet.space.config(config)

@@ -147,7 +147,8 @@ class SlimLinear(nn.Linear, _SlicedWeightLayer):
     def cost(self, cfg, in_shape: tuple, out_shape: tuple) -> LayerCost:
         cin, cout = resolve(self.in_ref, cfg), resolve(self.out_ref, cfg)
         bias = cout if self.bias is not None else 0
-        return LayerCost(macs=cout * cin * _positions(out_shape), params=cout * cin + bias, pool_macs=0)
+        positions = math.prod(out_shape[1:-1])   # features are the last dim: (N, ..., features)
+        return LayerCost(macs=cout * cin * positions, params=cout * cin + bias, pool_macs=0)
 
     def plain(self, cfg) -> nn.Linear:
         return nn.Linear(resolve(self.in_ref, cfg), resolve(self.out_ref, cfg), bias=self.bias is not None)

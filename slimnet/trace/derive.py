@@ -204,10 +204,17 @@ class Walker(ChannelSlicing):
 
     def linear(self, node, m: nn.Linear, x: Chans | None) -> Chans:
         shape = _shape(node.args[0])
+        out = self.new(m.out_features, node.target)
         if x is None or shape is None or len(shape) != 2:
-            x = self.unknown(node, f"linear '{node.target}' reads a tensor of shape {shape}, not (N, features)")
+            # features on the last dim of an (N, ..., features) tensor (channels-last MLPs): the layer's
+            # input and output are fixed groups of in_features / out_features, not of dim 1
+            reason = f"linear '{node.target}' reads a tensor of shape {shape}, not (N, features)"
+            self.unknown(node, reason)
+            x = self.new(m.in_features, node.name)
+            self.fix(x, node.name, reason)
+            self.fix(out, node.name, reason)
         positions = math.prod(shape[1:-1]) if shape else 1
-        return self.record(LayerUse(node.target, "linear", x, self.new(m.out_features, node.target), 1, 1, positions))
+        return self.record(LayerUse(node.target, "linear", x, out, 1, 1, positions))
 
     def record(self, use: LayerUse) -> Chans:
         """Keep a layer call; a layer called again (shared weights) ties its channels to the first call's."""
