@@ -41,7 +41,32 @@ class PoolClassifierHead(nn.Module):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
-class SlimNet(nn.Module):
+class ConfigSwitching:
+    """Switching a supernet between channel configs, for any supernet class: it needs ``space``
+    (its ChannelSpace) and ``_slim_modules`` (its slimmable layers). Used by :class:`SlimNet` and
+    by traced supernets (``slimnet.trace``)."""
+
+    def set_channels(self, cfg: Mapping | ChannelConfig) -> ChannelConfig:
+        """Run the supernet at ``cfg`` (a config of ``space`` or a group -> channels mapping)."""
+        cfg = self.space.config(cfg)
+        for m in self._slim_modules:
+            m.activate(cfg)
+        self.active_config = cfg
+        return cfg
+
+    def set_width(self, width: float) -> ChannelConfig:
+        """Sugar for ``set_channels(space.uniform(width))``."""
+        return self.set_channels(self.space.uniform(width))
+
+    def calibrated_configs(self) -> list[str]:
+        """Keys of the configs with stored BN statistics (universal / shared BN)."""
+        keys = set()
+        for m in self._slim_modules:
+            keys.update(getattr(m, "calibrated_keys", ()))
+        return sorted(keys)
+
+
+class SlimNet(ConfigSwitching, nn.Module):
     """A supernet (slimmable layers, ``channels=None``) or a fixed child (plain torch.nn layers
     with exactly ``channels``), built from one architecture definition.
 
@@ -160,19 +185,4 @@ class SlimNet(nn.Module):
         """Run the supernet at ``cfg`` (a config of this space or a group -> channels mapping)."""
         if self.is_child:
             raise RuntimeError("this is an exported child with fixed channels; set_channels works on supernets")
-        cfg = self.space.config(cfg)
-        for m in self._slim_modules:
-            m.activate(cfg)
-        self.active_config = cfg
-        return cfg
-
-    def set_width(self, width: float) -> ChannelConfig:
-        """Sugar for ``set_channels(space.uniform(width))``."""
-        return self.set_channels(self.space.uniform(width))
-
-    def calibrated_configs(self) -> list[str]:
-        """Keys of the configs with stored BN statistics (universal / shared BN)."""
-        keys = set()
-        for m in self._slim_modules:
-            keys.update(getattr(m, "calibrated_keys", ()))
-        return sorted(keys)
+        return super().set_channels(cfg)

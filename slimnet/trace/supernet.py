@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..models.base import ConfigSwitching
 from ..nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SlimModule, ref_groups, resolve
 from ..nn.refs import ChannelRef
 from ..space import ChannelConfig, ChannelGroup, ChannelSpace, make_divisible
@@ -58,7 +59,7 @@ def channel_groups(traced: TracedGroups, min_width: float) -> list[ChannelGroup]
     return groups
 
 
-class TracedSupernet(fx.GraphModule):
+class TracedSupernet(ConfigSwitching, fx.GraphModule):
     """A traced model's supernet (see the module docstring). Made by :func:`slimmable`."""
 
     is_child = False
@@ -99,24 +100,6 @@ class TracedSupernet(fx.GraphModule):
         object.__setattr__(new, "__dict__", copy.deepcopy(self.__dict__, memo))
         new.graph = new._graph               # the copied graph is owned by the copy
         return new
-
-    # -- switching (as SlimNet) -----------------------------------------------------------------
-    def set_channels(self, cfg: Mapping | ChannelConfig) -> ChannelConfig:
-        """Run the supernet at ``cfg`` (a config of ``space`` or a group -> channels mapping)."""
-        cfg = self.space.config(cfg)
-        for m in self._slim_modules:
-            m.activate(cfg)
-        self.active_config = cfg
-        return cfg
-
-    def set_width(self, width: float) -> ChannelConfig:
-        return self.set_channels(self.space.uniform(width))
-
-    def calibrated_configs(self) -> list[str]:
-        keys = set()
-        for m in self._slim_modules:
-            keys.update(getattr(m, "calibrated_keys", ()))
-        return sorted(keys)
 
     def stages(self) -> None:
         return None        # a traced graph has no declared trunk / head: full forwards
