@@ -1,0 +1,155 @@
+"""Models named by where they come from: ``torchvision:NAME``, ``timm:NAME`` or ``package.module:function``.
+
+``build_source(name, num_classes=, in_channels=, **kwargs)`` makes the ``nn.Module`` (random weights
+unless the user's own function or kwargs load some: nothing here downloads) with the dataset's
+classes and input channels:
+
+* ``torchvision:resnet18``: ``torchvision.models.get_model(name, weights=None, num_classes=..., **kwargs)``;
+* ``timm:mobilenetv3_large_100``: ``timm.create_model(name, pretrained=False, num_classes=...,
+  in_chans=..., **kwargs)`` (timm is an optional extra);
+* ``my_package.my_module:build_fn``: ``build_fn(**kwargs)``, plus ``num_classes`` / ``in_channels``
+  when its signature takes them.
+
+A model whose first conv reads 3 channels while the data has another count gets that conv
+adapted (``adapt_input_conv``): for 1 channel its weights summed over the input channels (a
+grey image seen as R = G = B gives the same output), otherwise the RGB weights repeated and
+rescaled. A model whose output does not have ``num_classes`` logits is refused, with the fix.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import TraceError
+
+__all__ = ["is_source_name", "build_source", "adapt_input_conv", "SOURCES"]
+
+SOURCES = ("torchvision", "timm")
+
+
+def is_source_name(name: str) -> bool:
+    """Whether a model name is a source name (``torchvision:...``, ``timm:...``, ``module:fn``)."""
+    return isinstance(name, str) and ":" in name
+
+
+def _closest(name: str, names) -> str:
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _torchvision(name: str, num_classes: int, kwargs: dict) -> nn.Module:
+    import torchvision.models as tvm
+    names = tvm.list_models(module=tvm)        # the classification models
+    if name not in names:
+        raise TraceError(f"model.name: torchvision has no classification model {name!r}{_closest(name, names)} "
+                         f"(see torchvision.models.list_models(module=torchvision.models))")
+    kwargs = {"weights": None, **kwargs}
+    return tvm.get_model(name, num_classes=num_classes, **kwargs)
+
+
+def _timm(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise TraceError(f"model.name: 'timm:{name}' needs timm, which is not installed: pip install timm "
+                         "(or pip install -e '.[timm]')") from None
+    if not timm.is_model(name):
+        raise TraceError(f"model.name: timm has no model {name!r}{_closest(name, timm.list_models())}")
+    kwargs = {"pretrained": False, **kwargs}
+    return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **kwargs)
+
+
+def _function(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn.Module:
+    module_name, _, fn_name = name.rpartition(":")
+    if not module_name or not fn_name:
+        raise TraceError(f"model.name: {name!r} is not 'torchvision:NAME', 'timm:NAME' or 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise TraceError(f"model.name: cannot import module {module_name!r} of {name!r} ({err}); it must be "
+                         "importable from the working directory or PYTHONPATH") from None
+    fn = getattr(module, fn_name, None)
+    if fn is None or not callable(fn):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        what = "has no" if fn is None else "has a non-callable"
+        raise TraceError(f"model.name: module {module_name!r} {what} {fn_name!r}{_closest(fn_name, public)}")
+    extra = {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if key not in kwargs and (key in params or takes_any):
+            extra[key] = value
+    model = fn(**extra, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"model.name: {name} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build_source(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+    """The model ``name`` names (see the module docstring), in eval mode, with ``in_channels``
+    input channels; ``TraceError`` with the reason and the fix when it cannot be made."""
+    source, _, model_name = name.partition(":")
+    if source == "torchvision":
+        model = _torchvision(model_name, num_classes, kwargs)
+    elif source == "timm":
+        model = _timm(model_name, num_classes, in_channels, kwargs)
+    else:
+        model = _function(name, num_classes, in_channels, kwargs)
+    adapt_input_conv(model, in_channels, name)
+    return model.eval()
+
+
+def _first_conv(model: nn.Module, name: str) -> tuple[str, nn.Conv2d] | None:
+    """(qualified name, module) of the conv the input goes into first, when fx can tell."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:       # the tracer proper reports untraceable models with details later
+        return None
+    modules = dict(model.named_modules())
+    todo = [n for n in graph.nodes if n.op == "placeholder"]
+    seen = set()
+    while todo:
+        node = todo.pop(0)
+        for user in node.users:
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.op == "call_module" and isinstance(modules.get(user.target), nn.Conv2d):
+                return user.target, modules[user.target]
+            todo.append(user)
+    return None
+
+
+def adapt_input_conv(model: nn.Module, in_channels: int, name: str = "the model") -> None:
+    """Make the first conv of ``model`` read ``in_channels`` channels (in place; see the module
+    docstring); nothing when it already does."""
+    found = _first_conv(model, name)
+    if found is None:
+        return
+    target, conv = found
+    if conv.in_channels == in_channels:
+        return
+    if conv.groups != 1:
+        raise TraceError(f"{name}: its first conv '{target}' is grouped and reads {conv.in_channels} channels; "
+                         f"the data has {in_channels}")
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        w = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(w.sum(dim=1, keepdim=True))
+        else:
+            reps = -(-in_channels // w.shape[1])
+            new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    model.set_submodule(target, new)
