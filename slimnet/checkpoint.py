@@ -38,7 +38,7 @@ def model_spec(net: SlimNet) -> dict:
     """The ``build()`` call that recreates ``net``'s supernet (JSON-like values only)."""
     kwargs = {k: v for k, v in net.arch.items()}
     from .models import MODELS
-    for fixed in MODELS[net.space.model][1]:
+    for fixed in MODELS.get(net.space.model, (None, {}))[1]:
         kwargs.pop(fixed, None)
     kwargs["bn"] = net.bn_mode
     if net.switchable_configs:

@@ -43,10 +43,11 @@ def export(supernet: SlimNet, config=None) -> SlimNet:
     return child.eval()
 
 
-def child_config_dict(child: SlimNet) -> dict:
-    if not isinstance(child, SlimNet) or not child.is_child:
-        raise ValueError("expected an exported child (slimnet.export(...)), got "
-                         f"{type(child).__name__}{' supernet' if isinstance(child, SlimNet) else ''}")
+def child_config_dict(child: nn.Module) -> dict:
+    """The JSON-ready config of an exported child (a hand-written model's or a traced one's)."""
+    if not getattr(child, "is_child", False) or getattr(child, "child_config", None) is None:
+        supernet = " supernet" if hasattr(child, "space") else ""
+        raise ValueError(f"expected an exported child (slimnet.export(...)), got {type(child).__name__}{supernet}")
     return child.child_config.to_dict()
 
 

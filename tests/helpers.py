@@ -66,3 +66,36 @@ def train_on_fashion_mnist(net, steps=30, seed=0):
                    subset=512, input_size=16)
     x = torch.stack([b.train[i][0] for i in range(len(b.train))])
     return sandwich_train(net, x, b.train.targets, steps=steps, batch=64, seed=seed)
+
+
+def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16):
+    """A small residual CNN named as ``helpers:tiny_cnn`` in traced-model tests (module:function)."""
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                      nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return F.relu(x + self.body(x))
+
+    class TinyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU())
+            self.blocks = nn.Sequential(Block(width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                        nn.BatchNorm2d(2 * width), nn.ReLU(), Block(2 * width))
+            self.fc = nn.Linear(2 * width, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    return TinyCNN()
+
+
+def not_a_model(num_classes: int = 10):
+    """Returns something that is not an nn.Module (for the error test)."""
+    return {"num_classes": num_classes}

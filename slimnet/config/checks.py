@@ -13,12 +13,13 @@ from .schema import Config
 __all__ = ["check", "check_widths", "choice", "resolve_path"]
 
 
-def choice(key: str, value, choices) -> None:
-    """``value`` must be one of ``choices`` (the error suggests the closest)."""
+def choice(key: str, value, choices, also: str = "") -> None:
+    """``value`` must be one of ``choices`` (the error suggests the closest; ``also`` says what
+    else is accepted)."""
     if value not in choices:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{also}{hint}")
 
 
 def check(cond: bool, key: str, msg: str) -> None:

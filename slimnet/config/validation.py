@@ -32,8 +32,13 @@ def _validate_experiment_and_model(exp: Config) -> None:
 
     e, m = exp.experiment, exp.model
     check(bool(e.name) and "/" not in e.name, "experiment.name", f"must be a non-empty name without '/', got {e.name!r}")
-    choice("model.name", m.name, sorted(MODELS))
+    traced = isinstance(m.name, str) and ":" in m.name
+    if not traced:
+        choice("model.name", m.name, sorted(MODELS),
+               also=", nor a model to trace ('torchvision:NAME', 'timm:NAME' or 'package.module:function')")
     check(math.isfinite(m.max_width) and m.max_width > 0, "model.max_width", f"must be positive, got {m.max_width}")
+    check(not traced or m.max_width == 1.0, "model.max_width",
+          f"a traced model ({m.name}) runs at most at its own widths: use 1.0, got {m.max_width}")
     if m.min_width is not None:
         check(0 < m.min_width <= m.max_width, "model.min_width",
               f"must be in (0, model.max_width={m.max_width}], got {m.min_width}")

@@ -25,9 +25,15 @@ def build(name: str, **kwargs) -> SlimNet:
 
     Common keyword arguments: num_classes, in_channels, input_size, max_width, min_width,
     bn ('universal' | 'switchable' | 'shared'), switchable (widths or configs), channels.
+    A name with a colon is any CNN made slimmable by tracing its graph (``slimnet.trace.build``):
+    ``torchvision:resnet18``, ``timm:mobilenetv3_large_100``, ``my_package.my_module:build_fn``.
     """
+    if ":" in name:     # torchvision:NAME, timm:NAME, package.module:function: traced (slimnet.trace)
+        from ..trace.build import build_traced
+        return build_traced(name, **kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}, or any CNN as "
+                         "'torchvision:NAME', 'timm:NAME' or 'package.module:function' (traced)")
     cls, fixed = MODELS[name]
     clash = set(fixed) & set(kwargs)
     if clash:

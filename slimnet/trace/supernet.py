@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..models.base import ConfigSwitching
-from ..nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SlimModule, ref_groups, resolve
-from ..nn.refs import ChannelRef
+from ..models.base import BN_MODES, ConfigSwitching
+from ..nn import SlimBatchNorm2d, SlimModule
 from ..space import ChannelConfig, ChannelGroup, ChannelSpace, make_divisible
-from .graph import TraceError, trace
-from .groups import TracedGroup, TracedGroups, TracedLayer, trace_groups
-from .layers import SlimFlattenLinear
+from .convert import modules_for, slim_layers, targets
+from .graph import trace
+from .groups import TracedGroup, TracedGroups, trace_groups
 
 
 def _divisor(group: TracedGroup) -> int:
@@ -60,29 +59,36 @@ def channel_groups(traced: TracedGroups, min_width: float) -> list[ChannelGroup]
 
 
 class TracedSupernet(ConfigSwitching, fx.GraphModule):
-    """A traced model's supernet (see the module docstring). Made by :func:`slimmable`."""
+    """A traced model's supernet (see the module docstring). Made by :func:`slimmable`, or by
+    ``slimnet.build("torchvision:NAME" | "timm:NAME" | "module:function", ...)`` (``name`` and
+    ``spec``: the registry name and the ``build()`` arguments that make it again, so checkpoints
+    of it load with ``load_supernet``)."""
 
     is_child = False
-    bn_mode = "universal"
 
     def __init__(self, model: nn.Module, input_size=224, max_width: float = 1.0, min_width: float = 0.25,
-                 fixed: Iterable[str] = (), leaf_modules: Iterable = (), in_channels: int = 3):
+                 fixed: Iterable[str] = (), leaf_modules: Iterable = (), in_channels: int = 3, *,
+                 bn: str = "universal", switchable: Iterable | None = None, name: str | None = None,
+                 spec: Mapping | None = None):
         if max_width != 1.0:
             raise ValueError(f"slimmable() supports max_width=1.0 only (the model's own widths), got {max_width}")
         if not 0 < min_width <= max_width:
             raise ValueError(f"min_width must be in (0, {max_width}], got {min_width}")
+        if bn not in BN_MODES:
+            raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         leaf_modules = list(leaf_modules)
         gm = trace(model, leaf_modules)
         traced = trace_groups(model, input_size, in_channels, fixed=fixed, leaf_modules=leaf_modules)
         size = input_size if isinstance(input_size, int) else max(input_size)
-        arch = dict(model=type(model).__name__, in_channels=in_channels, input_size=size,
-                    max_width=1.0, min_width=float(min_width))
-        space = ChannelSpace(f"traced:{type(model).__name__}", channel_groups(traced, min_width), arch,
+        arch = dict(spec) if spec is not None else dict(in_channels=in_channels, input_size=size)
+        arch.update(max_width=1.0, min_width=float(min_width))
+        space = ChannelSpace(name or f"traced:{type(model).__name__}", channel_groups(traced, min_width), arch,
                              builder=self._meta_copy)
-        layers = _supernet_layers(gm, traced, space.max())
-        super().__init__(_modules_for(gm, layers), gm.graph, type(model).__name__)
-        self.traced, self.space, self.arch = traced, space, arch
-        self.switchable_configs: list = []
+        self.switchable_configs = _switchable(space, bn, switchable)
+        layers = slim_layers(gm, traced, space.max(), bn, self.switchable_configs)
+        super().__init__(modules_for(gm, layers), gm.graph, type(model).__name__)
+        self.traced, self.space, self.arch, self.bn_mode = traced, space, arch, bn
+        self.class_name = type(model).__name__
         self.child_config = None
         self._slim_modules = [m for m in self.modules() if isinstance(m, SlimModule)]
         self.active_config = self.set_channels(space.max())
@@ -106,170 +112,97 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
 
     # -- export ------------------------------------------------------------------------------
     @torch.no_grad()
-    def export(self, config=None) -> fx.GraphModule:
-        """A plain ``GraphModule`` with exactly ``config``'s channels (default: the active config),
-        in eval mode, on the supernet's device and dtype: the same graph and module names, each
-        slimmable layer's ``plain(cfg)`` filled by its ``export_to`` (BN statistics: the config's
-        calibrated ones, so calibrate it first), every other module copied."""
+    def export(self, config=None, statistics: bool = True) -> "TracedChild":
+        """A plain child (:class:`TracedChild`, a ``GraphModule``) with exactly ``config``'s channels
+        (default: the active config), in eval mode, on the supernet's device and dtype: the same
+        graph and module names, each slimmable layer's ``plain(cfg)`` filled by its ``export_to``
+        (BN statistics: the config's calibrated ones, so calibrate it first), every other module
+        copied. ``statistics=False`` gives its BN fresh statistics (mean 0, variance 1) instead:
+        a child to train alone, not one that computes the supernet's outputs."""
         cfg = self.active_config if config is None else self.space.config(config)
         previous = self.active_config
         first = next(self.parameters())
         modules = {}
         try:
             self.set_channels(cfg)
-            for name, m in _targets(self):
+            for name, m in targets(self):
                 if isinstance(m, SlimModule):
                     modules[name] = m.plain(cfg).to(device=first.device, dtype=first.dtype)
-                    m.export_to(modules[name])
+                    _fill(m, modules[name], cfg, statistics)
                 else:
                     modules[name] = copy.deepcopy(m)
         finally:
             self.set_channels(previous)
-        return fx.GraphModule(modules, copy.deepcopy(self.graph), f"{self.arch['model']}Child").eval()
+        return TracedChild(modules, copy.deepcopy(self.graph), self, cfg).eval()
 
     def _meta_copy(self, input_size=None, bn="universal", **_) -> fx.GraphModule:
         """The same graph over copies of the modules on the meta device: ``profile``'s layer table
         (spatial sizes come from the input it runs; the copy's layers keep their refs)."""
         memo = {id(self.space): self.space}      # layers hold configs, and configs their space
-        modules = {name: copy.deepcopy(m, memo).to("meta") for name, m in _targets(self)}
+        modules = {name: copy.deepcopy(m, memo).to("meta") for name, m in targets(self)}
         for m in modules.values():
             if isinstance(m, SlimModule):
                 m.activate(self.space.max())
         return fx.GraphModule(modules, copy.deepcopy(self.graph))
 
 
+class TracedChild(fx.GraphModule):
+    """A traced supernet's plain child: a ``GraphModule`` of plain ``torch.nn`` layers with exactly
+    ``child_config``'s channels, and what slimnet's tools read from a child (``space``, ``arch``,
+    ``child_config``, ``is_child``; ``model_spec`` rebuilds it with ``channels=``)."""
+
+    is_child = True
+    switchable_configs: list = []
+
+    def __init__(self, modules: dict, graph: fx.Graph, supernet: TracedSupernet, cfg: ChannelConfig):
+        super().__init__(modules, graph, f"{supernet.class_name}Child")
+        self.space, self.arch, self.child_config = supernet.space, supernet.arch, cfg
+        self.active_config, self.bn_mode, self.class_name = cfg, supernet.bn_mode, supernet.class_name
+
+    def stages(self) -> None:
+        return None
+
+    def set_channels(self, cfg):
+        raise RuntimeError("this is an exported child with fixed channels; set_channels works on supernets")
+
+
+def _switchable(space: ChannelSpace, bn: str, switchable) -> list[ChannelConfig]:
+    if bn != "switchable":
+        return []
+    if not switchable:
+        raise ValueError("bn='switchable' needs `switchable`: the widths or configs to switch between")
+    configs = [space.uniform(c) if isinstance(c, (int, float)) else space.config(c) for c in switchable]
+    if len(set(c.key for c in configs)) != len(configs):
+        raise ValueError("switchable configs contain a duplicate")
+    return configs
+
+
+def _fill(slim: SlimModule, plain: nn.Module, cfg: ChannelConfig, statistics: bool) -> None:
+    """``slim.export_to(plain)``; without ``statistics`` a universal BN lends fresh ones (mean 0,
+    variance 1) for the copy instead of needing calibrated ones."""
+    if statistics or not isinstance(slim, SlimBatchNorm2d) or slim.stats_for(cfg.key) is not None:
+        slim.export_to(plain)
+        if not statistics and isinstance(plain, nn.BatchNorm2d):
+            plain.reset_running_stats()
+        return
+    n = plain.num_features
+    slim._store_stats(torch.zeros(n), torch.ones(n))
+    try:
+        slim.export_to(plain)
+    finally:
+        slim.drop_stats(cfg.key)
+
+
 def slimmable(model: nn.Module, input_size=224, max_width: float = 1.0, min_width: float = 0.25,
-              fixed: Iterable[str] = (), leaf_modules: Iterable = (), in_channels: int = 3) -> TracedSupernet:
+              fixed: Iterable[str] = (), leaf_modules: Iterable = (), in_channels: int = 3,
+              bn: str = "universal", switchable: Iterable | None = None) -> TracedSupernet:
     """``model`` (any ``nn.Module`` classifier torch.fx can trace) as a supernet holding its weights.
 
     ``input_size`` is the example input the channel shapes are traced at; ``min_width`` the
-    narrowest width of every slimmable group; ``fixed`` / ``leaf_modules`` as in ``trace_groups``.
+    narrowest width of every slimmable group; ``fixed`` / ``leaf_modules`` as in ``trace_groups``;
+    ``bn``: 'universal' (shared affine, calibrated statistics; the default), 'shared' (one set of
+    running statistics) or 'switchable' (private BN per entry of ``switchable``, widths or configs).
     At the max config (``space.max()``, also ``set_width(1.0)``) it computes the model's outputs
     in eval mode; any narrower config needs ``calibrate_bn`` before eval (or train mode)."""
-    return TracedSupernet(model, input_size, max_width, min_width, fixed, leaf_modules, in_channels)
-
-
-# ---------------------------------------------------------------------------------------------
-# building the slimmable layers
-# ---------------------------------------------------------------------------------------------
-class _Built(dict):
-    """name -> slimmable layer, with ``stats`` (BN layer -> the original running mean / var)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stats: dict = {}
-
-
-def _targets(gm: fx.GraphModule):
-    """(target, module or tensor) of every call_module / get_attr node, each once."""
-    seen = {}
-    for node in gm.graph.nodes:
-        if node.op in ("call_module", "get_attr") and node.target not in seen:
-            seen[node.target] = _get(gm, node.target)
-    return list(seen.items())
-
-
-def _get(root: nn.Module, target: str):
-    obj = root
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _modules_for(gm: fx.GraphModule, layers: _Built) -> dict:
-    """The GraphModule's root: the slimmable layers, and a deep copy of every other target."""
-    return {name: layers[name] if name in layers else copy.deepcopy(m) for name, m in _targets(gm)}
-
-
-def _supernet_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig) -> _Built:
-    fixed = {g.name for g in traced.fixed()}
-    built = _Built()
-    for layer in traced.layers:
-        if layer.name in built:
-            continue        # a layer called twice: one module (the tracer tied its calls' channels)
-        m = _get(gm, layer.name)
-        slim = _slim_layer(layer, m, fixed, max_cfg)
-        if slim is None:
-            continue
-        if isinstance(slim, SlimBatchNorm2d) and m.running_mean is not None:
-            built.stats[slim] = (m.running_mean.detach().clone(), m.running_var.detach().clone())
-        built[layer.name] = slim
-    return built
-
-
-def _ref(ref: ChannelRef, fixed: set, max_cfg: ChannelConfig) -> ChannelRef:
-    """A ref whose groups are all fixed becomes its channel count (an int: no slicing, no gather)."""
-    return resolve(ref, max_cfg) if all(g in fixed for g in ref_groups(ref)) else ref
-
-
-def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelConfig) -> nn.Module | None:
-    """The slimmable counterpart of one traced layer, with ``m``'s parameters; None for a layer kind
-    not supported yet whose channels are all fixed (it stays as it is); TraceError otherwise."""
-    in_ref, out_ref = _ref(layer.input, fixed, max_cfg), _ref(layer.output, fixed, max_cfg)
-    _check_counts(layer, m, max_cfg)
-    if type(m) is nn.Conv2d and m.padding_mode == "zeros":
-        slim = _conv(layer, m, in_ref, out_ref, max_cfg)
-    elif type(m) is nn.Linear:
-        slim = _linear(layer, m, in_ref, out_ref, max_cfg)
-    elif type(m) is nn.BatchNorm2d:
-        slim = SlimBatchNorm2d(out_ref, m.num_features, m.eps, m.momentum, max_counts=max_cfg)
-    elif isinstance(in_ref, int) and isinstance(out_ref, int):
-        return None
-    else:
-        raise TraceError(f"layer '{layer.name}' ({type(m).__name__}, {layer.kind}) cannot be slimmed yet "
-                         f"(supported: nn.Conv2d with zero padding, nn.Linear, nn.BatchNorm2d); "
-                         f"pin its channels with fixed=['{layer.name}']")
-    _copy_parameters(slim, m)
-    return slim.to(device=_device(m), dtype=_dtype(m))
-
-
-def _check_counts(layer: TracedLayer, m: nn.Module, max_cfg: ChannelConfig) -> None:
-    """The traced refs must give the module's own channel counts (else the tracer went wrong)."""
-    sizes = {nn.Conv2d: ("in_channels", "out_channels"), nn.Linear: ("in_features", "out_features"),
-             nn.BatchNorm2d: ("num_features", "num_features")}.get(type(m))
-    if sizes is None:
-        return
-    traced = (resolve(layer.input, max_cfg) * layer.features_per_channel, resolve(layer.output, max_cfg))
-    own = tuple(getattr(m, a) for a in sizes)
-    if traced != own:
-        raise TraceError(f"layer '{layer.name}' ({type(m).__name__}): the traced channel refs give {traced} "
-                         f"(in, out) channels, the module has {own}; keep the module that calls it whole "
-                         f"with leaf_modules=[...] and report the model")
-
-
-def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimConv2d:
-    depthwise = layer.kind == "depthwise"
-    groups = 1 if depthwise else m.groups
-    if groups > 1 and not (isinstance(in_ref, int) and isinstance(out_ref, int)) and layer.kind != "grouped":
-        raise TraceError(f"conv '{layer.name}' has {groups} groups but the tracer saw a {layer.kind} conv")
-    slim = SlimConv2d(in_ref, out_ref, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                      groups=groups, depthwise=depthwise, bias=m.bias is not None, max_counts=max_cfg)
-    slim.dilation = m.dilation
-    return slim
-
-
-def _linear(layer: TracedLayer, m: nn.Linear, in_ref, out_ref, max_cfg) -> SlimLinear:
-    """A linear on (N, C) features, or after a channel-major flatten of a feature map (VGG)."""
-    per, bias = layer.features_per_channel, m.bias is not None
-    if per == 1 or isinstance(in_ref, int):
-        in_ref = in_ref if per == 1 else m.in_features
-        return SlimLinear(in_ref, out_ref, m.in_features, m.out_features, bias, max_counts=max_cfg)
-    return SlimFlattenLinear(in_ref, out_ref, per, m.in_features // per, m.out_features, bias, max_counts=max_cfg)
-
-
-def _copy_parameters(slim: nn.Module, m: nn.Module) -> None:
-    with torch.no_grad():
-        for name in ("weight", "bias"):
-            theirs = getattr(m, name, None)
-            if theirs is not None:
-                getattr(slim, name).copy_(theirs)
-
-
-def _device(m: nn.Module):
-    p = next(m.parameters(), None)
-    return p.device if p is not None else None
-
-
-def _dtype(m: nn.Module):
-    p = next(m.parameters(), None)
-    return p.dtype if p is not None else None
+    return TracedSupernet(model, input_size, max_width, min_width, fixed, leaf_modules, in_channels,
+                          bn=bn, switchable=switchable)

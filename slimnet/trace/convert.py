@@ -1,0 +1,171 @@
+"""The slimmable counterpart of every traced layer, holding the model's parameters.
+
+``slim_layers(gm, traced, space, bn, switchable)``: for each traced conv / linear / BN of the fx
+graph ``gm``, the slimmable layer with the tracer's channel refs and the original module's
+parameters (a ref all of whose groups are fixed becomes its channel count: no slicing). BN is
+universal (shared, calibrated; the model's running statistics become the max config's), shared
+(one set of running statistics, the model's) or switchable (one private BN per config, each
+starting from the model's BN at that config's channels).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, channel_index, ref_groups, resolve, take
+from ..nn.refs import ChannelRef
+from ..space import ChannelConfig
+from .graph import TraceError
+from .groups import TracedGroups, TracedLayer
+from .layers import SlimFlattenLinear
+
+
+class _Built(dict):
+    """name -> slimmable layer, with ``stats`` (BN layer -> the original running mean / var)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stats: dict = {}
+
+
+def targets(gm: fx.GraphModule):
+    """(target, module or tensor) of every call_module / get_attr node, each once."""
+    seen = {}
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "get_attr") and node.target not in seen:
+            seen[node.target] = _get(gm, node.target)
+    return list(seen.items())
+
+
+def _get(root: nn.Module, target: str):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def modules_for(gm: fx.GraphModule, layers: _Built) -> dict:
+    """The GraphModule's root: the slimmable layers, and a deep copy of every other target."""
+    return {name: layers[name] if name in layers else copy.deepcopy(m) for name, m in targets(gm)}
+
+
+def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig, bn: str = "universal",
+                switchable: list = ()) -> _Built:
+    """name -> slimmable layer of every traced layer that has one (see the module docstring)."""
+    fixed = {g.name for g in traced.fixed()}
+    built = _Built()
+    for layer in traced.layers:
+        if layer.name in built:
+            continue        # a layer called twice: one module (the tracer tied its calls' channels)
+        m = _get(gm, layer.name)
+        slim = _slim_layer(layer, m, fixed, max_cfg, bn, switchable)
+        if slim is None:
+            continue
+        if isinstance(slim, SlimBatchNorm2d) and not slim.track_shared_stats and m.running_mean is not None:
+            built.stats[slim] = (m.running_mean.detach().clone(), m.running_var.detach().clone())
+        built[layer.name] = slim
+    return built
+
+
+def _ref(ref: ChannelRef, fixed: set, max_cfg: ChannelConfig) -> ChannelRef:
+    """A ref whose groups are all fixed becomes its channel count (an int: no slicing, no gather)."""
+    return resolve(ref, max_cfg) if all(g in fixed for g in ref_groups(ref)) else ref
+
+
+def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelConfig, bn: str,
+                switchable: list) -> nn.Module | None:
+    """The slimmable counterpart of one traced layer, with ``m``'s parameters; None for a layer kind
+    not supported yet whose channels are all fixed (it stays as it is); TraceError otherwise."""
+    in_ref, out_ref = _ref(layer.input, fixed, max_cfg), _ref(layer.output, fixed, max_cfg)
+    _check_counts(layer, m, max_cfg)
+    if type(m) is nn.Conv2d and m.padding_mode == "zeros":
+        slim = _conv(layer, m, in_ref, out_ref, max_cfg)
+    elif type(m) is nn.Linear:
+        slim = _linear(layer, m, in_ref, out_ref, max_cfg)
+    elif type(m) is nn.BatchNorm2d:
+        slim = _batch_norm(m, out_ref, max_cfg, bn, switchable)
+    elif isinstance(in_ref, int) and isinstance(out_ref, int):
+        return None
+    else:
+        raise TraceError(f"layer '{layer.name}' ({type(m).__name__}, {layer.kind}) cannot be slimmed yet "
+                         f"(supported: nn.Conv2d with zero padding, nn.Linear, nn.BatchNorm2d); "
+                         f"pin its channels with fixed=['{layer.name}']")
+    _copy_parameters(slim, m)
+    return slim.to(device=_device(m), dtype=_dtype(m))
+
+
+def _check_counts(layer: TracedLayer, m: nn.Module, max_cfg: ChannelConfig) -> None:
+    """The traced refs must give the module's own channel counts (else the tracer went wrong)."""
+    sizes = {nn.Conv2d: ("in_channels", "out_channels"), nn.Linear: ("in_features", "out_features"),
+             nn.BatchNorm2d: ("num_features", "num_features")}.get(type(m))
+    if sizes is None:
+        return
+    traced = (resolve(layer.input, max_cfg) * layer.features_per_channel, resolve(layer.output, max_cfg))
+    own = tuple(getattr(m, a) for a in sizes)
+    if traced != own:
+        raise TraceError(f"layer '{layer.name}' ({type(m).__name__}): the traced channel refs give {traced} "
+                         f"(in, out) channels, the module has {own}; keep the module that calls it whole "
+                         f"with leaf_modules=[...] and report the model")
+
+
+def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimConv2d:
+    depthwise = layer.kind == "depthwise"
+    groups = 1 if depthwise else m.groups
+    if groups > 1 and not (isinstance(in_ref, int) and isinstance(out_ref, int)) and layer.kind != "grouped":
+        raise TraceError(f"conv '{layer.name}' has {groups} groups but the tracer saw a {layer.kind} conv")
+    slim = SlimConv2d(in_ref, out_ref, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                      groups=groups, depthwise=depthwise, bias=m.bias is not None, max_counts=max_cfg)
+    slim.dilation = m.dilation
+    return slim
+
+
+def _linear(layer: TracedLayer, m: nn.Linear, in_ref, out_ref, max_cfg) -> SlimLinear:
+    """A linear on (N, C) features, or after a channel-major flatten of a feature map (VGG)."""
+    per, bias = layer.features_per_channel, m.bias is not None
+    if per == 1 or isinstance(in_ref, int):
+        in_ref = in_ref if per == 1 else m.in_features
+        return SlimLinear(in_ref, out_ref, m.in_features, m.out_features, bias, max_counts=max_cfg)
+    return SlimFlattenLinear(in_ref, out_ref, per, m.in_features // per, m.out_features, bias, max_counts=max_cfg)
+
+
+def _batch_norm(m: nn.BatchNorm2d, ref, max_cfg, bn: str, switchable: list) -> nn.Module:
+    if bn == "switchable":      # each private BN starts as the model's BN at its config's channels
+        slim = SwitchableBatchNorm2d(ref, switchable, m.eps, m.momentum)
+        with torch.no_grad():
+            for private, cfg in zip(slim.bns, switchable):
+                index = channel_index(ref, cfg, max_cfg)
+                index = None if index is None else torch.tensor(index, device=_device(m))
+                for name, theirs in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)):
+                    if theirs.dim() == 1:
+                        getattr(private, name).copy_(take(theirs, 0, resolve(ref, cfg), index))
+        return slim
+    shared = bn == "shared"
+    slim = SlimBatchNorm2d(ref, m.num_features, m.eps, m.momentum, track_shared_stats=shared, max_counts=max_cfg)
+    if shared and m.running_mean is not None:
+        with torch.no_grad():
+            slim.running_mean.copy_(m.running_mean)
+            slim.running_var.copy_(m.running_var)
+    return slim
+
+
+@torch.no_grad()
+def _copy_parameters(slim: nn.Module, m: nn.Module) -> None:
+    if isinstance(slim, SwitchableBatchNorm2d):
+        return      # its private BNs got theirs when made
+    for name in ("weight", "bias"):
+        theirs = getattr(m, name, None)
+        if theirs is not None:
+            getattr(slim, name).copy_(theirs)
+
+
+def _device(m: nn.Module):
+    p = next(m.parameters(), None)
+    return p.device if p is not None else None
+
+
+def _dtype(m: nn.Module):
+    p = next(m.parameters(), None)
+    return p.dtype if p is not None else None
