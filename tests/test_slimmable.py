@@ -158,7 +158,6 @@ def test_space_fixed_groups_and_widths():
     half = space.uniform(0.5)
     assert half["layer4.0.conv1"] == 256 and half["fc"] == 1000
     assert net.arch["input_size"] == SIZE and net.arch["max_width"] == 1.0
-    assert net.stages() is None
     _, grouped = pair("grouped")
     assert grouped.space["grouped"].multiple_of == 4
     rng = random.Random(3)
@@ -257,12 +256,36 @@ def test_state_dict_round_trip_and_slimnet_export():
     net.set_channels(net.space.max())
 
 
+@pytest.mark.parametrize("name", MODELS + SMALL)
+def test_stages_compose_to_the_forward_and_share_the_layers(name):
+    _, net = pair(name)
+    stages = net.stages()
+    assert len(stages) > 1
+    x = images(2)
+    cfg = net.space.random(random.Random(3))
+    net.set_channels(cfg)
+    with torch.no_grad():
+        net.train()           # batch statistics: no calibration needed, and every config runs
+        torch.manual_seed(0)  # the same dropout masks
+        y = x
+        for s in stages:
+            y = s(y)
+        torch.manual_seed(0)
+        assert torch.equal(y, net(x))
+    net.eval().set_channels(net.space.max())
+    slim_ids = {id(m) for s in stages for m in s.modules() if isinstance(m, SlimConv2d)}
+    assert slim_ids == {id(m) for m in net.modules() if isinstance(m, SlimConv2d)}   # the supernet's own
+
+
 def test_greedy_search_runs_on_a_traced_supernet():
+    import warnings
+
     from slimnet.search.greedy import greedy_slim
     _, net = pair("grouped")
     x, y = images(16), torch.randint(0, 10, (16,))
     budget = slimnet.profile(net.space).macs // 2
-    with pytest.warns(UserWarning, match="no stages"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # stages that compose: prefix reuse, no warning
         result = greedy_slim(net, x, y, macs=[budget], prescreen=None, log=lambda *a, **k: None)
     (cfg,) = result.configs.values()
     assert result.finished and slimnet.profile(net.space, cfg).macs <= budget

@@ -31,6 +31,7 @@ from ..space import ChannelConfig, ChannelGroup, ChannelSpace, make_divisible
 from .convert import modules_for, slim_layers, targets
 from .graph import trace
 from .groups import TracedGroup, TracedGroups, trace_groups
+from .stages import graph_stages
 
 
 def _divisor(group: TracedGroup) -> int:
@@ -107,8 +108,10 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
         new.graph = new._graph               # the copied graph is owned by the copy
         return new
 
-    def stages(self) -> None:
-        return None        # a traced graph has no declared trunk / head: full forwards
+    def stages(self) -> list[fx.GraphModule] | None:
+        """The graph cut where one tensor flows between the parts (``trace/stages.py``), for the
+        search's prefix reuse; None when it cannot be cut."""
+        return graph_stages(self)
 
     # -- export ------------------------------------------------------------------------------
     @torch.no_grad()
