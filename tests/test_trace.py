@@ -228,23 +228,46 @@ def test_a_model_without_convs_is_refused():
 
 
 class Pieces(nn.Module):
-    """Splits and slices that fall between the parts of a concatenation commute with slimming."""
+    """Splits and slices between the parts of a concatenation (sizes held as constants in the graph),
+    and a slice ``[:, :n]`` with ``n`` >= the channels (GhostNet's), which is the whole tensor."""
 
-    def __init__(self):
+    def __init__(self, split=True):
         super().__init__()
+        self.split = split
         self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 2, 1)
         self.p, self.q, self.r = nn.Conv2d(4, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(6, 4, 1)
+        self.s, self.t = nn.Conv2d(3, 16, 1), nn.Conv2d(32, 4, 1)
 
     def forward(self, x):
-        y = torch.cat([self.a(x), self.b(x), self.c(x)], 1)
-        first, rest = torch.split(y, [4, 8], dim=1)
-        return self.p(first) + self.q(rest) + self.r(y[:, 4:10])
+        whole = torch.cat([self.s(x), self.s(x).neg()], 1)[:, :32]
+        out = self.t(whole)
+        if self.split:
+            y = torch.cat([self.a(x), self.b(x), self.c(x)], 1)
+            first, rest = torch.split(y, [4, 8], dim=1)
+            out = out + self.p(first) + self.q(rest) + self.r(y[:, 4:10])
+        return out
 
 
-def test_splits_and_slices_between_concatenated_groups_keep_them():
+def test_splits_and_slices_of_concatenations_fix_the_groups_a_whole_slice_keeps_them():
+    """A narrower config would break the constant sizes [4, 8] and 4:10 (the supernet crashed at
+    its min config): the concatenated groups are fixed with the reason; the whole-tensor slice is not."""
     traced = slimnet.trace_groups(Pieces(), input_size=4)
-    assert traced.layer("p").input == "a" and traced.layer("q").input == ("b", "c") and traced.layer("r").input == "b"
-    assert all(traced.groups[n].slimmable for n in "abc")
+    assert traced.layer("q").input != ("b", "c")
+    reasons = {r for n in "abc" for _, r in traced.groups[n].fixed}
+    assert reasons == {"channel split torch.functional.split into [4, 8] at concatenation boundaries: the traced "
+                       "supernet keeps split and slice sizes as traced, so the concatenated groups keep their channels",
+                       "slices channels 4:10 at concatenation boundaries: the traced supernet keeps split and slice "
+                       "sizes as traced, so the concatenated groups keep their channels"}
+    assert traced.layer("t").input == ("s", "s") and traced.groups["s"].slimmable
+    torch.manual_seed(0)
+    model = Pieces().eval()
+    net = slimnet.slimmable(model, 4, min_width=0.5).eval()
+    x = torch.randn(2, 3, 4, 4)
+    cfg = net.set_channels(net.space.min())
+    assert cfg["s"] == 8 and cfg["b"] == 6
+    with torch.no_grad():
+        assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-6
+    assert slimnet.trace_groups(Pieces(split=False), input_size=4).layer("t").input == ("s", "s")
 
 
 @pytest.mark.parametrize("name, slimmable", [("efficientnet_b0", 40), ("regnet_y_400mf", 53), ("vgg11_bn", 10),
