@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "export one width / config as a standalone model (state dict, TorchScript, ONNX)",
     "evaluate": "evaluate supernet widths / configs or an exported child on the test split",
     "profile": "MACs, params and latency of a model at a width or channel config",
+    "trace": "trace any CNN (torchvision:NAME, timm:NAME, module:function): its slimmable and fixed channels",
 }
 
 

@@ -44,3 +44,14 @@ def test_bench_train_quick(tmp_path, noise_data):
     assert result["overhead"]["ratio"] > 0 and "| " in proc.stdout
     assert set(result["pipeline"]) == {"fixed", "switchable", "universal", "autoslim"}
     assert all(r["ratio"] > 0 for r in result["pipeline"].values()) and result["speedup"]["ratio"] > 0
+
+
+def test_trace_coverage_table_smoke(tmp_path):
+    out = tmp_path / "table.md"
+    models = ["torchvision:resnet18", "torchvision:shufflenet_v2_x1_0"]
+    proc = run_script("bench/trace_coverage.py", "--input-size", "32", "--models", *models, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| model | traced | slimmable groups | fixed groups |") and len(lines) == 4
+    assert lines[2].startswith("| torchvision:resnet18 | yes | 12 | 2 | 0 of 21 |") and "yes (0e+00)" in lines[2]
+    assert "channel reshape (shuffle / radix)" in lines[3]

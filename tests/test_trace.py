@@ -1,5 +1,6 @@
 """Channel groups traced from torch.fx graphs: the hand-written plans re-derived from torchvision's
 models, concatenations, SE gates, grouped convs, what is fixed and why, the report, bad input."""
+import copy
 import json
 
 import pytest
@@ -227,23 +228,46 @@ def test_a_model_without_convs_is_refused():
 
 
 class Pieces(nn.Module):
-    """Splits and slices that fall between the parts of a concatenation commute with slimming."""
+    """Splits and slices between the parts of a concatenation (sizes held as constants in the graph),
+    and a slice ``[:, :n]`` with ``n`` >= the channels (GhostNet's), which is the whole tensor."""
 
-    def __init__(self):
+    def __init__(self, split=True):
         super().__init__()
+        self.split = split
         self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 2, 1)
         self.p, self.q, self.r = nn.Conv2d(4, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(6, 4, 1)
+        self.s, self.t = nn.Conv2d(3, 16, 1), nn.Conv2d(32, 4, 1)
 
     def forward(self, x):
-        y = torch.cat([self.a(x), self.b(x), self.c(x)], 1)
-        first, rest = torch.split(y, [4, 8], dim=1)
-        return self.p(first) + self.q(rest) + self.r(y[:, 4:10])
+        whole = torch.cat([self.s(x), self.s(x).neg()], 1)[:, :32]
+        out = self.t(whole)
+        if self.split:
+            y = torch.cat([self.a(x), self.b(x), self.c(x)], 1)
+            first, rest = torch.split(y, [4, 8], dim=1)
+            out = out + self.p(first) + self.q(rest) + self.r(y[:, 4:10])
+        return out
 
 
-def test_splits_and_slices_between_concatenated_groups_keep_them():
+def test_splits_and_slices_of_concatenations_fix_the_groups_a_whole_slice_keeps_them():
+    """A narrower config would break the constant sizes [4, 8] and 4:10 (the supernet crashed at
+    its min config): the concatenated groups are fixed with the reason; the whole-tensor slice is not."""
     traced = slimnet.trace_groups(Pieces(), input_size=4)
-    assert traced.layer("p").input == "a" and traced.layer("q").input == ("b", "c") and traced.layer("r").input == "b"
-    assert all(traced.groups[n].slimmable for n in "abc")
+    assert traced.layer("q").input != ("b", "c")
+    reasons = {r for n in "abc" for _, r in traced.groups[n].fixed}
+    assert reasons == {"channel split torch.functional.split into [4, 8] at concatenation boundaries: the traced "
+                       "supernet keeps split and slice sizes as traced, so the concatenated groups keep their channels",
+                       "slices channels 4:10 at concatenation boundaries: the traced supernet keeps split and slice "
+                       "sizes as traced, so the concatenated groups keep their channels"}
+    assert traced.layer("t").input == ("s", "s") and traced.groups["s"].slimmable
+    torch.manual_seed(0)
+    model = Pieces().eval()
+    net = slimnet.slimmable(model, 4, min_width=0.5).eval()
+    x = torch.randn(2, 3, 4, 4)
+    cfg = net.set_channels(net.space.min())
+    assert cfg["s"] == 8 and cfg["b"] == 6
+    with torch.no_grad():
+        assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-6
+    assert slimnet.trace_groups(Pieces(split=False), input_size=4).layer("t").input == ("s", "s")
 
 
 @pytest.mark.parametrize("name, slimmable", [("efficientnet_b0", 40), ("regnet_y_400mf", 53), ("vgg11_bn", 10),
@@ -281,3 +305,71 @@ def test_a_model_that_fails_on_the_example_input_names_the_node():
         slimnet.trace_groups(tv("resnet18"), input_size=32, in_channels=1)
     with pytest.raises(slimnet.TraceError, match="input_size must be a positive int or"):
         slimnet.trace_groups(tv("resnet18"), input_size=0)
+
+
+def test_report_min_macs_are_the_supernets_uniform_min_width():
+    """Groups whose channels are not a multiple of 8 (efficientnet's 10-channel SE squeeze) round
+    by the divisor the supernet's space uses, so the report's range is the supernet's."""
+    model = tv("efficientnet_b0").eval()
+    report = slimnet.trace_report(model, input_size=32, min_width=0.25)
+    assert any(g.channels % 8 for g in report.slimmable)
+    net = slimnet.slimmable(model, 32, min_width=0.25)
+    assert report.macs == (slimnet.profile(net.space, net.space.uniform(0.25)).macs, slimnet.profile(net.space).macs)
+
+
+class Drops(nn.Module):
+    """Stochastic depth as torchvision and timm write it: modules reading ``self.training``."""
+
+    def __init__(self, drop):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.drop = drop
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        x = x + self.drop(torch.relu(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_stochastic_depth_is_kept_whole_so_it_follows_the_mode():
+    """fx would freeze ``self.training`` at tracing: a model traced in train mode would drop samples in
+    eval. Kept whole, the supernet of a train-mode model is deterministic in eval and equals the model."""
+    from torchvision.ops import StochasticDepth
+    torch.manual_seed(0)
+    model = Drops(StochasticDepth(0.9, "row")).train()
+    traced = slimnet.trace_groups(model, input_size=8)
+    assert traced.groups["conv"].slimmable
+    net = slimnet.slimmable(model, 8).eval()
+    assert [n.target for n in net.graph.nodes if n.op == "call_module"] == ["conv", "bn", "drop", "fc"]
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        assert (net(x) - model.eval()(x)).abs().max().item() <= 1e-5
+
+
+def test_timm_bn_act_and_linear_are_traced_as_standard_layers():
+    """timm's BatchNormAct2d (BN, then drop and act) and Linear would be inlined as F.batch_norm /
+    F.linear on the parameters (unknown: every group fixed, and the BN frozen in the traced mode):
+    they are traced as nn.BatchNorm2d / nn.Linear sharing the parameters, then the children."""
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), layers.BatchNormAct2d(16, act_layer=nn.ReLU),
+                          nn.Conv2d(16, 8, 3, padding=1), layers.BatchNormAct2d(8, act_layer=nn.SiLU),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), layers.Linear(8, 4))
+    with torch.no_grad():
+        for bn in (model[1], model[3]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    traced = slimnet.trace_groups(model, input_size=8)
+    assert [g.name for g in traced.slimmable()] == ["0", "2"]
+    assert [(u.name, u.kind) for u in traced.layers] == [("0", "conv"), ("1", "norm"), ("2", "conv"), ("3", "norm"),
+                                                        ("6", "linear")]
+    assert type(model[1]) is layers.BatchNormAct2d and type(model[6]) is layers.Linear     # the model is left alone
+    net = slimnet.slimmable(model, 8, min_width=0.5)
+    assert {k for k, _ in net.named_parameters()} == {k for k, _ in model.named_parameters()}
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert (net.eval()(x) - model.eval()(x)).abs().max().item() <= 1e-5
+        twin = copy.deepcopy(model).train()
+        assert (net.train()(x) - twin(x)).abs().max().item() <= 1e-5          # batch statistics in train mode
+    assert macs(traced) == 8 * 8 * (16 * 3 * 9 + 8 * 16 * 9) + 8 * 4

@@ -13,6 +13,7 @@ from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import TraceError
+from . import rules
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
@@ -26,15 +27,27 @@ class _Tracer(fx.Tracer):
         self.leaf_names = {x for x in leaves if isinstance(x, str)}
         self.stack: list[tuple[str, str]] = []   # (qualified name, class) of the modules being traced
         self.failed_in: tuple[str, str] | None = None
+        self.as_plain: dict[str, nn.Module] = {}     # qualified name -> a rules.AS_PLAIN_MODULES module
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self.leaf_names or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        if type(m).__name__ in rules.PASS_MODULE_NAMES:
             return True
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         self.stack.append((self.path_of_module(m), type(m).__name__))
         try:
+            plain = rules.as_plain(m)
+            if plain is not None and not self.is_leaf_module(m, self.stack[-1][0]):
+                # the standard layer, then each child it calls (traced as usual)
+                self.as_plain[self.stack[-1][0]] = m
+                out = self.create_proxy("call_module", self.stack[-1][0], args, kwargs)
+                for child in plain[1]:
+                    sub = getattr(m, child)
+                    out = self.call_module(sub, sub.forward, (out,), {})
+                return out
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
@@ -74,7 +87,33 @@ def trace(model: nn.Module, leaf_modules: Iterable = ()) -> fx.GraphModule:
             f"traced: keep that part as one opaque module with {leaf} (its channels are then fixed), or rewrite "
             "it without Python control flow on tensor values; pin any channel group by hand with fixed=[...]"
         ) from err
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    originals = set(model.modules())
+    for name, m in tracer.as_plain.items():
+        parent_name, _, field = name.rpartition(".")
+        parent = gm.get_submodule(parent_name)
+        if parent in originals:         # never change the user's model (fx installs fresh parents)
+            raise TraceError(f"cannot trace '{name}' ({type(m).__name__}) as a standard layer; "
+                             f"keep it whole with leaf_modules=['{name}'] and fixed=['{name}']")
+        setattr(parent, field, _plain_copy(m, *rules.as_plain(m)))
+    return gm
+
+
+def _plain_copy(m: nn.Module, cls: type, children: tuple[str, ...]) -> nn.Module:
+    """A ``cls`` (nn.BatchNorm2d, nn.Linear) holding ``m``'s own parameters and buffers (shared, not
+    copied), its hyper-parameters, its mode, and the ``children`` the graph calls after it."""
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for key, value in vars(m).items():
+        if not key.startswith("_") and key != "training":
+            setattr(new, key, value)        # num_features, eps, momentum, in_features, ...
+    for key, value in m._parameters.items():
+        new.register_parameter(key, value)
+    for key, value in m._buffers.items():
+        new.register_buffer(key, value, persistent=key not in m._non_persistent_buffers_set)
+    for child in children:
+        new.add_module(child, getattr(m, child))
+    return new.train(m.training)
 
 
 def _example(input_size, in_channels: int, model: nn.Module) -> torch.Tensor:

@@ -115,7 +115,7 @@ def _pin(walker: Walker, names: dict[int, str], fixed: list[str]) -> None:
         elif name in by_layer:
             walker.fix(by_layer[name], "fixed=", f"pinned by the user (fixed=['{name}'])")
         else:
-            close = difflib.get_close_matches(name, list(by_layer) + list(by_group), n=3)
+            close = difflib.get_close_matches(name, list(dict.fromkeys([*by_layer, *by_group])), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise TraceError(f"fixed: {name!r} is neither a traced layer nor a channel group{hint}")
 

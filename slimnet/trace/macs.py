@@ -20,17 +20,27 @@ def layer_macs(layer: TracedLayer, counts: Mapping[str, int]) -> int:
     return cout * (cin // groups) * layer.kernel * layer.positions
 
 
+def group_divisor(group) -> int:
+    """The rounding divisor of a slimmable group's counts: lcm(8, multiple_of), or the largest of
+    lcm(4 | 2 | 1, multiple_of) that divides its channels (so width 1.0 is the model: 58 stays 58).
+    The rule of the traced supernet's space (``supernet.channel_groups``)."""
+    for k in (8, 4, 2, 1):
+        d = math.lcm(k, group.multiple_of)
+        if group.channels % d == 0:
+            return d
+    return group.multiple_of
+
+
 def uniform_counts(traced: TracedGroups, width: float) -> dict[str, int]:
-    """Every slimmable group at ``width`` times its channels (rounded to a multiple of 8 and of its
-    ``multiple_of``, as ``make_divisible``, never above its channels); fixed groups whole, and every
-    group whole at width >= 1 (a count like ShuffleNet's 58 is kept, not rounded to 56)."""
+    """Every slimmable group at ``width`` times its channels (``make_divisible`` by its
+    ``group_divisor``, never above its channels), as the supernet's ``space.uniform(width)``;
+    fixed groups whole, and every group whole at width >= 1."""
     counts = {}
     for g in traced.groups.values():
-        if width >= 1:
+        if width >= 1 or not g.slimmable:
             counts[g.name] = g.channels
             continue
-        divisor = math.lcm(8, g.multiple_of)
-        counts[g.name] = g.channels if not g.slimmable else min(g.channels, make_divisible(g.channels * width, divisor))
+        counts[g.name] = min(g.channels, make_divisible(g.channels * width, group_divisor(g)))
     return counts
 
 

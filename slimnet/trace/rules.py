@@ -16,7 +16,21 @@ PASS_MODULES = (
     nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
 )
-PASS_MODULE_NAMES = {"StochasticDepth"}          # torchvision.ops: drops whole samples, not channels
+#: Matched by class name, and kept whole by the tracer (their forward reads ``self.training``, which
+#: fx would freeze at its value when tracing): torchvision.ops' and timm's stochastic depth drop
+#: whole samples, not channels.
+PASS_MODULE_NAMES = {"StochasticDepth", "DropPath"}
+
+#: Modules that compute a standard layer and then call some of their own children: traced as that
+#: layer (a plain module sharing their parameters) followed by a call of each child, so the layer
+#: is slimmed like any other (fx would otherwise inline their forward as ``F.batch_norm`` /
+#: ``F.linear`` on the parameters, with ``self.training`` frozen). Keyed by module.qualname.
+#: timm's BatchNormAct2d is nn.BatchNorm2d's forward, then ``drop`` and ``act``; timm's Linear is
+#: nn.Linear's (it only casts the weights' dtype under TorchScript).
+AS_PLAIN_MODULES = {
+    "timm.layers.norm_act.BatchNormAct2d": (nn.BatchNorm2d, ("drop", "act")),
+    "timm.layers.linear.Linear": (nn.Linear, ()),
+}
 
 #: Channel-wise layers with one parameter (or statistic) per channel: they pass channels through
 #: and slim by slicing their parameters.
@@ -48,6 +62,11 @@ SPLIT_FUNCTIONS = {torch.chunk, torch.split, torch.tensor_split, torch.unbind}
 RESHAPE_METHODS = {"view", "reshape", "permute", "transpose", "flatten"}
 RESHAPE_FUNCTIONS = {torch.reshape, torch.permute, torch.transpose, torch.channel_shuffle,
                      torch.pixel_shuffle, torch.pixel_unshuffle}
+
+
+def as_plain(m: nn.Module):
+    """(standard layer class, children called after it) when ``m`` is one of ``AS_PLAIN_MODULES``, else None."""
+    return AS_PLAIN_MODULES.get(f"{type(m).__module__}.{type(m).__qualname__}")
 
 
 def is_pass_module(m: nn.Module) -> bool:

@@ -1,6 +1,8 @@
-"""Channel splits and channel slices (``Walker``'s mixin): a split or slice commutes with slimming
-when its boundaries fall between the parts of a concatenation (each piece is then whole groups,
-each keeping its leading channels); one that cuts through a group is fixed, with the reason."""
+"""Channel splits and channel slices (``Walker``'s mixin). A split or slice whose boundaries fall
+between the parts of a concatenation would commute with slimming (each piece whole groups), but the
+graph holds its sizes as constants, which a narrower config breaks: the groups it reads are fixed,
+with that reason, as are those of one that cuts through a group. A slice ``x[:, :n]`` with ``n`` at
+least the channel count (GhostNet's) is the whole tensor at every width and keeps them."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +10,10 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from . import rules
+
+#: Why a split or slice between concatenated groups fixes them: its sizes are constants in the graph.
+KEPT_CONSTANT = ("the traced supernet keeps split and slice sizes as traced, so the concatenated groups "
+                 "keep their channels")
 
 
 class ChannelSlicing:
@@ -43,9 +49,13 @@ class ChannelSlicing:
         for m in metas:
             pieces.append(self.channel_range(x, start, start + m.shape[1]))
             start += m.shape[1]
+        sizes = [m.shape[1] for m in metas]
         if any(p is None for p in pieces):
             return self.fix_split(node, f"channel split {what} cuts through a channel group (sizes "
-                                        f"{self.sizes(x)} split into {[m.shape[1] for m in metas]})")
+                                        f"{self.sizes(x)} split into {sizes})")
+        if len(pieces) > 1:
+            return self.fix_split(node, f"channel split {what} into {sizes} at concatenation boundaries: "
+                                        f"{KEPT_CONSTANT}")
         self.split_parts[node] = pieces
         return None
 
@@ -65,6 +75,11 @@ class ChannelSlicing:
             return self.unknown(node, f"indexes {index} through the batch or channel dim")
         if len(index) == 1 or index[1] is Ellipsis or index[1] == slice(None):
             return self.chans(base)
-        start, stop, step = index[1].indices(self.shape_of(base)[1])
+        total = self.shape_of(base)[1]
+        start, stop, step = index[1].indices(total)
+        if start == 0 and stop == total and step == 1:
+            return self.chans(base)          # x[:, :n] with n >= C: the whole tensor at every width
         piece = self.channel_range(self.chans(base), start, stop) if step == 1 else None
-        return piece or self.unknown(node, f"slices channels {start}:{stop}:{step} through a channel group")
+        if piece is not None:
+            return self.unknown(node, f"slices channels {start}:{stop} at concatenation boundaries: {KEPT_CONSTANT}")
+        return self.unknown(node, f"slices channels {start}:{stop}:{step} through a channel group")
