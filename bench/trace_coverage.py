@@ -47,8 +47,7 @@ MODELS = [
     ("torchvision:vgg11_bn", {}, "7x7 map flattened into the first linear"),
     ("torchvision:googlenet", {"aux_logits": False, "init_weights": False},
      "aux_logits=False (aux heads run in train mode only; an eval trace leaves them out)"),
-    ("torchvision:convnext_tiny", {}, "needs channels-last tracing and slimmable LayerNorm; profile misses "
-                                      "LayerNorm / layer-scale params"),
+    ("torchvision:convnext_tiny", {}, "needs channels-last tracing and slimmable LayerNorm"),
     ("timm:resnet50d", {}, ""),
     ("timm:efficientnet_b0", {}, "BatchNormAct2d traced as BN + act"),
     ("timm:mobilenetv3_large_100", {}, ""),
@@ -59,7 +58,7 @@ MODELS = [
     ("timm:mixnet_s", {}, "mixed convs split concatenations by constant sizes"),
     ("timm:lcnet_050", {}, ""),
     ("timm:resnest14d", {}, "split attention (radix reshape + sum) is fixed"),
-    ("timm:repvgg_a0", {}, "supernet blocked: TracedSupernet.stages() shadows the model's `stages` module"),
+    ("timm:repvgg_a0", {}, "its blocks live in a `stages` module"),
     ("timm:tf_efficientnet_b0", {}, "Conv2dSame pads from the input size at run time"),
 ]
 

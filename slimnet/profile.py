@@ -6,7 +6,9 @@ what ``torch.utils.flop_counter.FlopCounterMode`` reports, and reproduces the pu
 (MobileNet v2 300.8M / 209.1M / 97.1M / 59.3M, ResNet-50 4089M). Average pooling is reported
 apart, as ``pool_macs`` (one add per pooled input value): the papers disagree on whether it is
 in their totals (MobileNet v1's 568.8M includes its 0.05M global pool; v2's 97.1M does not).
-Parameters are those of the exported child: conv/linear weights and biases, BN weight and bias.
+Parameters are those of the exported child: conv/linear weights and biases, BN weight and bias,
+plus any parameter outside the slimmable layers (a traced model's LayerNorm or layer scale on
+fixed channels), which every config has.
 
 Each slimmable layer knows its own cost (``SlimModule.cost(cfg, in_shape, out_shape)``, see
 ``slimnet.nn.protocol``); ``profile`` sums it over a *layer table* (each layer call with its input
@@ -42,9 +44,10 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
-def _layer_table(space, input_size: int) -> list[tuple]:
-    """``(layer, input shape, output shape)`` of every slimmable layer call, in forward order:
-    the model traced once at max channels on the meta device (no memory, no compute)."""
+def _layer_table(space, input_size: int) -> tuple[list[tuple], int]:
+    """``(layer, input shape, output shape)`` of every slimmable layer call, in forward order,
+    and the number of parameters outside slimmable layers: the model traced once at max channels
+    on the meta device (no memory, no compute)."""
     if input_size in space._tables:
         return space._tables[input_size]
     if space._builder is None:
@@ -63,8 +66,10 @@ def _layer_table(space, input_size: int) -> list[tuple]:
     finally:
         for h in handles:
             h.remove()
-    space._tables[input_size] = table
-    return table
+    slim = {id(p) for m in net.modules() if isinstance(m, SlimModule) for p in m.parameters()}
+    others = sum(p.numel() for p in net.parameters() if id(p) not in slim)
+    space._tables[input_size] = table, others
+    return table, others
 
 
 def profile(space, cfg=None, input_size: int | None = None) -> Cost:
@@ -72,8 +77,9 @@ def profile(space, cfg=None, input_size: int | None = None) -> Cost:
     of each traced layer's own ``cost`` (the ``SlimModule`` protocol)."""
     cfg = space.max() if cfg is None else space.config(cfg)
     input_size = input_size or space.arch["input_size"]
-    macs = pool = params = 0
-    for layer, in_shape, out_shape in _layer_table(space, input_size):
+    table, params = _layer_table(space, input_size)
+    macs = pool = 0
+    for layer, in_shape, out_shape in table:
         cost = layer.cost(cfg, in_shape, out_shape)
         macs += cost.macs
         params += cost.params

@@ -263,7 +263,7 @@ def test_stages_compose_to_forward(name):
     x = torch.randn(2, 3, 32, 32)
     ref = net(x)
     torch.testing.assert_close(net.forward_head(net.forward_features(x)), ref, rtol=0, atol=0)
-    stages = net.stages()
+    stages = net.search_stages()
     assert len(stages) == len(net.trunk()) + 1 > 5
     y = x
     for stage in stages:
@@ -281,7 +281,7 @@ def test_a_model_without_declared_stages_offers_none():
             return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
     net = Plain(depth=20, num_classes=10, input_size=32)
-    assert net.stages() is None
+    assert net.search_stages() is None
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

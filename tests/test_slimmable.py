@@ -259,7 +259,7 @@ def test_state_dict_round_trip_and_slimnet_export():
 @pytest.mark.parametrize("name", MODELS + SMALL)
 def test_stages_compose_to_the_forward_and_share_the_layers(name):
     _, net = pair(name)
-    stages = net.stages()
+    stages = net.search_stages()
     assert len(stages) > 1
     x = images(2)
     cfg = net.space.random(random.Random(3))

@@ -30,7 +30,7 @@ class ModelPlan(Protocol):
 
 class PoolClassifierHead(nn.Module):
     """``classifier(flatten(pool(x)))`` over a model's own pool and classifier, as one module: the
-    last stage of ``SlimNet.stages()``. Made on demand and never registered on the model, so the
+    last stage of ``SlimNet.search_stages()``. Made on demand and never registered on the model, so the
     model's module names and state-dict keys stay its own."""
 
     def __init__(self, pool: nn.Module, classifier: nn.Module):
@@ -77,7 +77,7 @@ class SlimNet(ConfigSwitching, nn.Module):
     * ``build(L, plan, **arch)``: the layers, made through the ``Layers`` factory ``L``;
     * the stages: ``trunk()`` (the feature blocks, in order) and ``head()`` (the global pool and
       the classifier). ``forward`` is their composition (``forward_head(forward_features(x))``)
-      and ``stages()`` hands them to the search, which reuses the outputs of unchanged blocks.
+      and ``search_stages()`` hands them to the search, which reuses the outputs of unchanged blocks.
     """
 
     model_name: str = ""
@@ -158,7 +158,7 @@ class SlimNet(ConfigSwitching, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def stages(self) -> list[nn.Module] | None:
+    def search_stages(self) -> list[nn.Module] | None:
         """The modules whose composition is ``forward``: the trunk's blocks, then the head (as
         one :class:`PoolClassifierHead`). None when the class declares no trunk and head (it
         writes its own ``forward``); a search then runs a full forward per candidate."""

@@ -6,7 +6,7 @@ One file per concern:
   ``check_budgets``, :class:`SearchError`;
 * ``costs.py``: the cost metrics (analytic MACs / params; :class:`ChildLatency`, whose clock
   is an injectable ``measure=`` callable);
-* ``stages.py``: the model's declared stages (``SlimNet.stages()``) for prefix reuse;
+* ``stages.py``: the model's declared stages (``SlimNet.search_stages()``) for prefix reuse;
 * ``scorer.py``: :class:`CandidateScorer` (held-out top-1 / loss of many configs, BN modes);
 * ``options.py``: :class:`ScoringOptions` and the ``option()`` fields that also declare flags;
 * ``state.py``: the resumable state (``read_state``, ``stale_state``, :class:`SearchState`);

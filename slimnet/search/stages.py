@@ -2,7 +2,7 @@
 
 A candidate that changes channel group ``g`` only changes the stages from the first one that
 refers to ``g``: the stages before it run once at the current config and their outputs are
-shared by every candidate. The stages are the model's own declaration (``SlimNet.stages()``:
+shared by every candidate. The stages are the model's own declaration (``SlimNet.search_stages()``:
 its trunk blocks, then its head); the scorer checks numerically that they compose to the
 model's forward.
 """
@@ -17,12 +17,12 @@ from ..nn import groups_used
 
 
 def model_stages(net: nn.Module) -> list[nn.Module]:
-    """``net.stages()``, or ``[net]`` (a full forward per candidate) with a warning naming the
+    """``net.search_stages()``, or ``[net]`` (a full forward per candidate) with a warning naming the
     model's class when it declares none."""
-    declare = getattr(net, "stages", None)
+    declare = getattr(net, "search_stages", None)
     stages = declare() if callable(declare) else None
     if not stages:
-        warnings.warn(f"{type(net).__name__} declares no stages (SlimNet.trunk() and head(), or its own stages()): "
+        warnings.warn(f"{type(net).__name__} declares no stages (SlimNet.trunk() and head(), or its own search_stages()): "
                       "searching without prefix reuse, a full forward per candidate")
         return [net]
     return list(stages)

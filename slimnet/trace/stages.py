@@ -1,4 +1,4 @@
-"""A traced graph cut into stages for the search's prefix reuse (``TracedSupernet.stages()``).
+"""A traced graph cut into stages for the search's prefix reuse (``TracedSupernet.search_stages()``).
 
 The graph is cut after every node whose output is then the only live value: the one tensor that
 flows from one stage into the next (between ResNet blocks, after each layer of a chain); a part

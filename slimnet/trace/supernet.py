@@ -10,7 +10,7 @@ Every other module is a deep copy: the model itself is left untouched.
 
 It has the parts of :class:`slimnet.SlimNet`'s surface the tools use: ``space`` (fixed groups have
 min = max), ``arch``, ``set_channels`` / ``set_width``, ``active_config``, ``calibrated_configs``,
-``stages()`` (None: a search runs full forwards), so ``calibrate_bn`` and ``profile(net.space)``
+``search_stages()`` (the graph cut into stages for prefix reuse), so ``calibrate_bn`` and ``profile(net.space)``
 work on it. ``slimnet.export`` rebuilds children from the model registry, which a traced model is
 not in: the equivalent is :meth:`TracedSupernet.export`, a ``GraphModule`` over the same graph with
 each slimmable layer's ``plain(cfg)`` filled by ``export_to`` (the other modules copied).
@@ -108,7 +108,7 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
         new.graph = new._graph               # the copied graph is owned by the copy
         return new
 
-    def stages(self) -> list[fx.GraphModule] | None:
+    def search_stages(self) -> list[fx.GraphModule] | None:
         """The graph cut where one tensor flows between the parts (``trace/stages.py``), for the
         search's prefix reuse; None when it cannot be cut."""
         return graph_stages(self)
@@ -142,7 +142,8 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
         """The same graph over copies of the modules on the meta device: ``profile``'s layer table
         (spatial sizes come from the input it runs; the copy's layers keep their refs)."""
         memo = {id(self.space): self.space}      # layers hold configs, and configs their space
-        modules = {name: copy.deepcopy(m, memo).to("meta") for name, m in targets(self)}
+        modules = {name: nn.Parameter(m.detach().to("meta"), m.requires_grad) if isinstance(m, nn.Parameter)
+                   else copy.deepcopy(m, memo).to("meta") for name, m in targets(self)}
         for m in modules.values():
             if isinstance(m, SlimModule):
                 m.activate(self.space.max())
@@ -161,9 +162,6 @@ class TracedChild(fx.GraphModule):
         super().__init__(modules, graph, f"{supernet.class_name}Child")
         self.space, self.arch, self.child_config = supernet.space, supernet.arch, cfg
         self.active_config, self.bn_mode, self.class_name = cfg, supernet.bn_mode, supernet.class_name
-
-    def stages(self) -> None:
-        return None
 
     def set_channels(self, cfg):
         raise RuntimeError("this is an exported child with fixed channels; set_channels works on supernets")
