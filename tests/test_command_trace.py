@@ -43,11 +43,11 @@ def test_json_file_from_a_module_function(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "torchvision:resnet19"], "trace: error: model.name: torchvision has no classification model "
+    (["--model", "torchvision:resnet19"], "trace: error: torchvision has no classification model "
                                           "'resnet19'; did you mean resnet18"),
-    (["--model", "resnet18"], "trace: error: model.name: 'resnet18' is not 'torchvision:NAME', 'timm:NAME' or "
+    (["--model", "resnet18"], "trace: error: 'resnet18' is not 'torchvision:NAME', 'timm:NAME' or "
                               "'package.module:function'"),
-    (["--model", "trace_models:tiny_cn"], "trace: error: model.name: module 'trace_models' has no 'tiny_cn'; did you mean tiny_cnn?"),
+    (["--model", "trace_models:tiny_cn"], "trace: error: module 'trace_models' has no 'tiny_cn'; did you mean tiny_cnn?"),
     (["--model", "trace_models:tiny_cnn", "--min-width", "0"], "trace: error: --min-width must be in (0, 1], got 0.0"),
     (["--model", "trace_models:tiny_cnn", "--input-size", "0"], "trace: error: --input-size must be a positive"),
     (["--model", "trace_models:tiny_cnn", "--fixed", "conv3"], "trace: error: fixed: 'conv3' is neither a traced "

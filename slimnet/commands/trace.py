@@ -12,8 +12,6 @@ that cannot be built or traced prints one line saying why (and what to try) and 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 from ..trace import TraceError, trace_report
 from ..trace.sources import build_source
@@ -44,9 +42,6 @@ def run(args) -> int:
         raise TraceError(f"--min-width must be in (0, 1], got {args.min_width}")
     if args.json not in (None, "-"):
         check_output_file(args.json, "--json")
-    if ":" in args.model and args.model.partition(":")[0] not in ("torchvision", "timm") \
-            and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())     # package.module:function from the working directory (as `python -m`)
     model = build_source(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
     report = trace_report(model, args.input_size, args.in_channels, fixed=args.fixed,
                           leaf_modules=args.leaf_modules, min_width=args.min_width)

@@ -8,7 +8,8 @@ classes and input channels:
 * ``timm:mobilenetv3_large_100``: ``timm.create_model(name, pretrained=False, num_classes=...,
   in_chans=..., **kwargs)`` (timm is an optional extra);
 * ``my_package.my_module:build_fn``: ``build_fn(**kwargs)``, plus ``num_classes`` / ``in_channels``
-  when its signature takes them.
+  when its signature takes them; the module is imported from ``sys.path`` or the working directory
+  (as ``python -m`` would, also under the ``slimnet`` console script).
 
 A model whose first conv reads 3 channels while the data has another count gets that conv
 adapted (``adapt_input_conv``): for 1 channel its weights summed over the input channels (a
@@ -20,6 +21,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
+import sys
 
 import torch
 import torch.fx as fx
@@ -46,7 +49,7 @@ def _torchvision(name: str, num_classes: int, kwargs: dict) -> nn.Module:
     import torchvision.models as tvm
     names = tvm.list_models(module=tvm)        # the classification models
     if name not in names:
-        raise TraceError(f"model.name: torchvision has no classification model {name!r}{_closest(name, names)} "
+        raise TraceError(f"torchvision has no classification model {name!r}{_closest(name, names)} "
                          f"(see torchvision.models.list_models(module=torchvision.models))")
     kwargs = {"weights": None, **kwargs}
     return tvm.get_model(name, num_classes=num_classes, **kwargs)
@@ -56,10 +59,10 @@ def _timm(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn.Mod
     try:
         import timm
     except ImportError:
-        raise TraceError(f"model.name: 'timm:{name}' needs timm, which is not installed: pip install timm "
+        raise TraceError(f"'timm:{name}' needs timm, which is not installed: pip install timm "
                          "(or pip install -e '.[timm]')") from None
     if not timm.is_model(name):
-        raise TraceError(f"model.name: timm has no model {name!r}{_closest(name, timm.list_models())}")
+        raise TraceError(f"timm has no model {name!r}{_closest(name, timm.list_models())}")
     kwargs = {"pretrained": False, **kwargs}
     return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **kwargs)
 
@@ -67,17 +70,19 @@ def _timm(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn.Mod
 def _function(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn.Module:
     module_name, _, fn_name = name.rpartition(":")
     if not module_name or not fn_name:
-        raise TraceError(f"model.name: {name!r} is not 'torchvision:NAME', 'timm:NAME' or 'package.module:function'")
+        raise TraceError(f"{name!r} is not 'torchvision:NAME', 'timm:NAME' or 'package.module:function'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())      # the working directory, as under `python -m`
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise TraceError(f"model.name: cannot import module {module_name!r} of {name!r} ({err}); it must be "
+        raise TraceError(f"cannot import module {module_name!r} of {name!r} ({err}); it must be "
                          "importable from the working directory or PYTHONPATH") from None
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
         what = "has no" if fn is None else "has a non-callable"
-        raise TraceError(f"model.name: module {module_name!r} {what} {fn_name!r}{_closest(fn_name, public)}")
+        raise TraceError(f"module {module_name!r} {what} {fn_name!r}{_closest(fn_name, public)}")
     extra = {}
     try:
         params = inspect.signature(fn).parameters
@@ -89,7 +94,7 @@ def _function(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn
             extra[key] = value
     model = fn(**extra, **kwargs)
     if not isinstance(model, nn.Module):
-        raise TraceError(f"model.name: {name} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise TraceError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
