@@ -241,6 +241,20 @@ class SlimBatchNorm2d(_CalibratableBN):
         child.running_mean.copy_(mean)
         child.running_var.copy_(var)
 
+    @torch.no_grad()
+    def permute_channels_(self, in_index, out_index) -> None:
+        """Affine parameters, shared running statistics and full-width calibrated statistics move
+        with their channels; a narrower config's calibrated statistics belong to channels that
+        are no longer its leading ones, so they are dropped (calibrate again)."""
+        if out_index is None:
+            return
+        for name, t in [*self.named_parameters(recurse=False), *self.named_buffers(recurse=False)]:
+            if t.dim() == 1 and t.numel() == self.num_features:
+                t.copy_(t[out_index])
+        for key in self.calibrated_keys:
+            if self.stats_for(key)[0].numel() != self.num_features:
+                self.drop_stats(key)
+
     def extra_repr(self) -> str:
         return f"{self.num_features}, ref={self.ref!r}, calibrated={len(self.calibrated_keys)}"
 
@@ -297,6 +311,11 @@ class SwitchableBatchNorm2d(_CalibratableBN):
 
     def export_to(self, child: nn.BatchNorm2d) -> None:
         child.load_state_dict(self._active_bn().state_dict())
+
+    def permute_channels_(self, in_index, out_index) -> None:
+        if out_index is not None:
+            raise TypeError("switchable BN keeps a private BN of each config's leading channels: reorder channels "
+                            "before making the S-Net, or in a supernet with universal or shared BN")
 
     # -- SlimModule protocol (slimnet.nn.protocol) --------------------------------------------
     def channel_refs(self) -> LayerRefs:

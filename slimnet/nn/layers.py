@@ -42,6 +42,18 @@ class _SlicedWeightLayer(SlimModule):
     def channel_refs(self) -> LayerRefs:
         return LayerRefs(self.in_ref, self.out_ref)
 
+    @torch.no_grad()
+    def permute_channels_(self, in_index, out_index) -> None:
+        if out_index is not None:
+            self.weight.copy_(self.weight[out_index])
+            if self.bias is not None:
+                self.bias.copy_(self.bias[out_index])
+        if in_index is not None:
+            self.weight.copy_(self._permuted_columns(in_index))
+
+    def _permuted_columns(self, in_index: torch.Tensor) -> torch.Tensor:
+        return self.weight[:, in_index]
+
 
 class SlimConv2d(nn.Conv2d, _SlicedWeightLayer):
     """Conv2d over the active part of a max-size weight. ``depthwise`` convs use groups = active
@@ -85,6 +97,19 @@ class SlimConv2d(nn.Conv2d, _SlicedWeightLayer):
             cols = cols[: self.active_in // self.fixed_groups]
             cols = None if cols == tuple(range(len(cols))) else cols
         self._rows, self._cols = _as_tensor(rows, self.weight), _as_tensor(cols, self.weight)
+
+    def _permuted_columns(self, in_index: torch.Tensor) -> torch.Tensor:
+        if self.depthwise:          # one input channel per output: the output side moved it
+            return self.weight
+        g = self.fixed_groups
+        if g == 1:
+            return self.weight[:, in_index]
+        # a per-group input: block b of the input is read by the rows of output group b, each
+        # through its own columns (the block's channels, counted from the block's start)
+        per = self.in_channels // g
+        local = in_index.view(g, per) - torch.arange(g, device=in_index.device).unsqueeze(1) * per
+        rows = local.repeat_interleave(self.out_channels // g, dim=0)
+        return torch.gather(self.weight, 1, rows[:, :, None, None].expand_as(self.weight))
 
     def sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         in_per_group = 1 if self.depthwise else self.active_in // self.fixed_groups
@@ -169,6 +194,9 @@ class _SlimPool(SlimModule):
         return LayerRefs(self.ref, self.ref)
 
     def export_to(self, child: nn.Module) -> None:
+        pass      # no parameters
+
+    def permute_channels_(self, in_index, out_index) -> None:
         pass      # no parameters
 
     def decay_roles(self) -> dict[str, str]:

@@ -13,6 +13,8 @@ it, so the tools loop over modules without knowing the layer kinds:
                                        counterpart (``slimnet.export``)
 ``decay_roles()``                      ``{parameter name: role}`` for its own parameters, a role
                                        from :data:`DECAY_ROLES` (weight-decay grouping)
+``permute_channels_(in_i, out_i)``     reorder its parameters' input / output channels in place
+                                       (``slimnet.reorder``): position ``k`` takes old ``i[k]``
 =====================================  ==========================================================
 
 Plain ``torch.nn`` layers (those of an exported child, or fixed layers inside a supernet) cannot
@@ -82,6 +84,12 @@ class SlimModule(abc.ABC):
     @abc.abstractmethod
     def decay_roles(self) -> dict[str, str]:
         """``{name: role}`` for each of this module's own parameters (see :data:`DECAY_ROLES`)."""
+
+    def permute_channels_(self, in_index, out_index) -> None:
+        """Reorder the input / output channels of this layer's parameters in place: new position
+        ``k`` holds old channel ``index[k]`` (an index over the tensor at the max config; None
+        leaves that side as it is). Layers with parameters implement it."""
+        raise TypeError(f"{type(self).__name__} cannot reorder its channels")
 
 
 def plain_decay_roles(module: nn.Module) -> dict[str, str]:

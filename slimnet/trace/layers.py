@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import torch
 import torch.nn as nn
 
 from ..nn import LayerCost, SlimLinear
@@ -38,6 +39,11 @@ class SlimFlattenLinear(SlimLinear):
 
     def plain(self, cfg) -> nn.Linear:
         return nn.Linear(resolve(self.in_ref, cfg) * self.per, resolve(self.out_ref, cfg), bias=self.bias is not None)
+
+    def _permuted_columns(self, in_index):
+        per = self.per       # each channel's features move together
+        cols = (in_index.unsqueeze(1) * per + torch.arange(per, device=in_index.device)).reshape(-1)
+        return self.weight[:, cols]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, features_per_channel={self.per}"

@@ -1,0 +1,118 @@
+"""Channel reordering by importance: the leading channels, which every width keeps, become the
+important ones (for supernets made from pretrained models, before slimmable training).
+
+``reorder_channels(net, criterion="bn")`` sorts each slimmable channel group of ``net`` (a
+hand-written or traced supernet) by the importance of its channels, most important first, and
+permutes every layer that writes or reads the group consistently, so the max config computes
+exactly the same function. Criteria:
+
+* ``"bn"``: the sum over the group's BatchNorm layers of ``|gamma|`` (the scale a channel gets
+  after normalisation, the criterion of network slimming, Liu et al. 2017); groups without a BN
+  fall back to ``"l1"``;
+* ``"l1"``: the sum over the layers that write the group of each output filter's L1 norm (Li et
+  al. 2017, pruning filters).
+
+Fixed groups (min = max: the input, the classes) do not move. A group split into conv groups
+(``multiple_of`` > 1) is sorted within each of its blocks, so every channel stays in its conv
+group. Calibrated BN statistics of narrower configs are dropped (their channels moved: calibrate
+again); the max config's move with the channels. Optimizer state does not follow: reorder before
+training.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from .nn import CalibratableBN, PerGroup, SlimModule, SwitchableBatchNorm2d, ref_groups
+
+__all__ = ["CRITERIA", "channel_importance", "reorder_channels", "ref_permutation"]
+
+CRITERIA = ("bn", "l1")
+
+
+def _slim_layers(net) -> list:
+    return [m for m in net.modules() if isinstance(m, SlimModule)]
+
+
+@torch.no_grad()
+def channel_importance(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
+    """Group -> importance of each of its channels (at the max config, in channel order), for
+    every group that can slim (see the module docstring for the criteria)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    movable = {g.name: g.max for g in net.space if g.min < g.max}
+    scores: dict[str, torch.Tensor] = {}
+    layers = _slim_layers(net)
+
+    def add(ref, values: torch.Tensor) -> None:
+        (group,) = ref_groups(ref) if len(ref_groups(ref)) == 1 else (None,)
+        if group in movable and values.numel() == movable[group]:
+            scores[group] = scores.get(group, 0) + values.detach().float().abs().cpu()
+
+    if criterion == "bn":
+        for m in layers:
+            if isinstance(m, CalibratableBN) and getattr(m, "weight", None) is not None:
+                add(m.channel_refs().output, m.weight)
+    missing = set(movable) - set(scores)
+    for m in layers:
+        w = getattr(m, "weight", None)
+        if w is not None and w.dim() > 1 and not isinstance(m, CalibratableBN):
+            ref = m.channel_refs().output
+            if set(ref_groups(ref)) & missing:
+                add(ref, w.abs().flatten(1).sum(1))
+    return scores
+
+
+def _order(importance: torch.Tensor, blocks: int) -> torch.Tensor:
+    """The permutation sorting ``importance`` descending within each of ``blocks`` equal blocks."""
+    per = importance.numel() // blocks
+    within = torch.argsort(importance.view(blocks, per), dim=1, descending=True, stable=True)
+    return (within + torch.arange(blocks).unsqueeze(1) * per).reshape(-1)
+
+
+def ref_permutation(ref, perms: Mapping[str, torch.Tensor], max_counts: Mapping[str, int]) -> torch.Tensor | None:
+    """The new order of a tensor with channels ``ref`` at the max config when each group ``g``
+    is reordered by ``perms[g]``: position ``k`` takes old position ``index[k]``; None when nothing moves."""
+    if isinstance(ref, int) or not set(ref_groups(ref)) & set(perms):
+        return None
+    if isinstance(ref, str):
+        return perms[ref]
+    parts, blocks = (ref.parts, ref.groups) if isinstance(ref, PerGroup) else (tuple(ref), 1)
+    index, start = [], 0
+    for b in range(blocks):
+        for part in parts:
+            per = max_counts[part] // blocks
+            perm = perms.get(part)
+            local = torch.arange(per) if perm is None else perm[b * per:(b + 1) * per] - b * per
+            index.append(local + start)
+            start += per
+    return torch.cat(index)
+
+
+@torch.no_grad()
+def reorder_channels(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
+    """Reorder every slimmable group of ``net`` by importance (see the module docstring); returns
+    the permutation of each group that moved. ``net``'s max config computes the same outputs."""
+    layers = _slim_layers(net)
+    if any(isinstance(m, SwitchableBatchNorm2d) for m in layers):
+        raise TypeError("switchable BN keeps a private BN of each config's leading channels: reorder channels "
+                        "before making the S-Net, or in a supernet with universal or shared BN")
+    max_cfg = net.space.max()
+    for m in layers:       # a narrower config's statistics describe channels that are about to move
+        for key in getattr(m, "calibrated_keys", ()):
+            if key != max_cfg.key:
+                m.drop_stats(key)
+    perms = {}
+    for group, importance in channel_importance(net, criterion).items():
+        order = _order(importance, net.space[group].multiple_of)
+        if not torch.equal(order, torch.arange(order.numel())):
+            perms[group] = order
+    for m in layers:
+        refs = m.channel_refs()
+        device = next((t.device for t in m.parameters()), torch.device("cpu"))
+        in_index, out_index = (ref_permutation(r, perms, max_cfg) for r in refs)
+        m.permute_channels_(None if in_index is None else in_index.to(device),
+                            None if out_index is None else out_index.to(device))
+    net.set_channels(net.active_config)      # refresh the layers' cached indices
+    return perms
