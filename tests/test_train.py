@@ -119,6 +119,30 @@ def test_autoslim_mode_amp_channels_last_adamw_step(tmp_path, noise_data):
     assert rec["lr"] == pytest.approx(0.0001)   # stepped down by gamma at half the run
 
 
+@pytest.mark.parametrize("clip", [None, 1e-6])
+def test_gradient_norm_is_logged_and_clipping_bounds_the_update(tmp_path, noise_data, clip):
+    """TensorBoard's train/grad_norm is the global norm before clipping; with a tiny optim.grad_clip
+    plain SGD (no momentum, no decay, no warm-up) moves every parameter by at most lr * clip."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    extra = [] if clip is None else [f"optim.grad_clip={clip}"]
+    cfg = tiny(tmp_path, noise_data, "train.mode=universal", "optim.momentum=0", "optim.nesterov=false",
+               "optim.weight_decay=0", "optim.warmup_epochs=0", "optim.schedule=constant", *extra)
+    summary = train(cfg, quiet=True)
+    ea = EventAccumulator(os.path.join(summary["output_dir"], "tb"))
+    ea.Reload()
+    norms = [e.value for e in ea.Scalars("train/grad_norm")]
+    assert norms and all(v > 0 and math.isfinite(v) for v in norms)
+    if clip is not None:
+        from slimnet.train.modes import build_model
+        torch.manual_seed(cfg.experiment.seed)             # as training does: the same initial weights
+        start, _ = build_model(cfg, 10, 1, 28)
+        steps = summary["step"]
+        trained = dict(summary["model"].named_parameters())
+        moved = max((p - trained[name].detach().cpu()).abs().max().item() for name, p in start.named_parameters())
+        assert moved <= 0.05 * clip * steps * 1.01 and norms[0] > 100 * clip
+
+
 def test_fixed_mode_from_width_and_cli(tmp_path, noise_data, capsys):
     from slimnet.cli import main
 

@@ -54,11 +54,19 @@ class RunReport:
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=step if resumed_epoch is not None else None)
 
-    def step(self, step: int, lr: float, labels: list, values: list) -> None:
-        """The learning rate and per-label mean losses after optimizer step ``step`` (every 10th)."""
-        if self.writer is None or not (step % 10 == 0 or step == 1):
+    @staticmethod
+    def logs_step(step: int) -> bool:
+        """Whether :meth:`step` logs after optimizer step ``step`` (the first and every 10th)."""
+        return step % 10 == 0 or step == 1
+
+    def step(self, step: int, lr: float, labels: list, values: list, grad_norm: float | None = None) -> None:
+        """The learning rate, per-label mean losses and the global gradient norm (before clipping)
+        after optimizer step ``step`` (the first and every 10th)."""
+        if self.writer is None or not self.logs_step(step):
             return
         self.writer.add_scalar("train/lr", lr, step)
+        if grad_norm is not None:
+            self.writer.add_scalar("train/grad_norm", grad_norm, step)
         for label in dict.fromkeys(labels):
             vals = [v for lab, v in zip(labels, values) if lab == label]
             self.writer.add_scalar(f"train/loss_{label}", sum(vals) / len(vals), step)

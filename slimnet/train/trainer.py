@@ -65,6 +65,7 @@ class Trainer:
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
         self.carried_sums = None          # a mid-epoch checkpoint's loss sums of its epoch
         self.results: dict = {}           # the last evaluation
+        self.grad_norm: float | None = None   # the last logged global gradient norm
         self.saved = None                 # (path, step) of the last good checkpoint this run wrote
         self.replacing = False            # a fresh run's previous outputs wait in .replaced/
 
@@ -199,7 +200,7 @@ class Trainer:
                 sums[label][0] += v
                 sums[label][1] += 1
             bar.update(loss=f"{values[0]:.3f}", lr=f"{lr:.3g}")
-            self.report.step(self.step, lr, labels, values)
+            self.report.step(self.step, lr, labels, values, self.grad_norm)
             if t.checkpoint_every and self.step % t.checkpoint_every == 0 and batch + 1 < self.steps_per_epoch:
                 self.save_last(epoch, batch + 1, sums)
             if t.debug_step_delay:
@@ -227,9 +228,7 @@ class Trainer:
                     f"non-finite loss ({v}) at step {step} (epoch {epoch + 1}, batch {batch + 1}) for width "
                     f"{label!r} ({profile(c.space, c).macs / 1e6:.1f}M MACs); stopped before the optimizer "
                     f"step, {self.kept()}. Lower optim.lr, add warm-up or optim.grad_clip, or check the data.")
-        if exp.optim.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), exp.optim.grad_clip)
+        self.grad_norm = self.clip_gradients(step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -237,6 +236,20 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return values, lr
+
+    def clip_gradients(self, step: int) -> float | None:
+        """Clip the global gradient norm to ``optim.grad_clip`` (when set); returns the norm before
+        clipping at the steps the report logs (every 10th: TensorBoard ``train/grad_norm``)."""
+        clip, logged = self.exp.optim.grad_clip, self.report.logs_step(step + 1)
+        if clip is None and not logged:
+            return None
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.raw.parameters() if p.grad is not None]
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        return float(norm) if logged else None
 
     def evaluate_widths(self) -> dict:
         """Top-1 / top-5 / loss / MACs of every evaluated config, summed over ranks."""
