@@ -1,7 +1,7 @@
 """The Fashion-MNIST accuracy study: do the papers' claims reproduce?
 
 Every method trains the same MobileNet v2 (configs/bench/fmnist_*.yaml: torchvision's strides,
-28x28 grey input, the full 60,000 training images, 15 epochs, one schedule) and is evaluated on the
+28x28 grey input, the full 60,000 training images, 30 epochs, one schedule) and is evaluated on the
 official 10,000 test images:
 
   fixed        individually trained models at widths 0.35 / 0.5 / 0.75 / 1.0 (the baseline)
