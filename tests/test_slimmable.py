@@ -290,3 +290,39 @@ def test_greedy_search_runs_on_a_traced_supernet():
     (cfg,) = result.configs.values()
     assert result.finished and slimnet.profile(net.space, cfg).macs <= budget
     assert net.active_config == net.space.max()
+
+
+class InplaceNet(nn.Module):
+    """conv -> BN, then an in-place non-idempotent activation (hardswish) on a tensor that a later
+    conv reads too (so no cut falls between them): two convs whose groups start in that stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.b = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.c = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = torch.cat([self.b(nn.functional.hardswish(x, inplace=True)), self.c(x)], 1)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("name", ["inplace", "mobilenet_v3_small", "resnet18"])
+def test_prefix_reuse_scores_equal_full_forwards(name):
+    """The search feeds a stage's cached input to every candidate: no stage may start by writing
+    into its input in place (``hardswish(x, inplace=True)``, ``x.mul_()``, ``ReLU(inplace=True)``)."""
+    from slimnet.search.scorer import CandidateScorer
+    torch.manual_seed(0)
+    model = InplaceNet().eval() if name == "inplace" else tv(name)
+    net = slimnet.slimmable(model, SIZE, min_width=0.25)
+    classes = 10 if name == "inplace" else 1000
+    x, y = images(16), torch.randint(0, classes, (16,), generator=torch.Generator().manual_seed(5))
+    fast = CandidateScorer(net, x, y, bn="batch", batch_size=8)
+    slow = CandidateScorer(net, x, y, bn="batch", batch_size=8, reuse_prefix=False)
+    assert len(fast.stages) > 1
+    cur = net.space.max()
+    cands = [c for _, c in net.space.slim_candidates(cur)]
+    for a, b in zip(fast.score(cur, cands), slow.score(cur, cands)):
+        assert a.correct == b.correct and a.loss == pytest.approx(b.loss, rel=1e-5)

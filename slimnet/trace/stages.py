@@ -1,7 +1,9 @@
 """A traced graph cut into stages for the search's prefix reuse (``TracedSupernet.search_stages()``).
 
 The graph is cut after every node whose output is then the only live value: the one tensor that
-flows from one stage into the next (between ResNet blocks, after each layer of a chain); a part
+flows from one stage into the next (between ResNet blocks, after each layer of a chain), unless a
+later node writes into it in place (the search feeds a stage's cached input to many candidates,
+so an in-place activation there would corrupt it for the next one); a part
 without slimmable layers (an activation, a pool) joins the stage before it. Each
 stage is a ``GraphModule`` over the supernet's own modules (the same objects, so switching
 channels switches the stages too), taking that one tensor and returning the next; constants and
@@ -10,14 +12,38 @@ order, the stages are the forward (the search checks this numerically before it 
 """
 from __future__ import annotations
 
+import operator
+
 import torch.fx as fx
 import torch.nn as nn
 
 __all__ = ["graph_stages"]
 
 
-def _cut_points(nodes: list[fx.Node]) -> list[int]:
-    """Indices of the nodes after which their own output is the only live value."""
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
+
+
+def _mutates(user: fx.Node, value: fx.Node, modules: dict) -> bool:
+    """Whether ``user`` may write into ``value`` in place (``ReLU(inplace=True)``, ``x += y``,
+    ``x.relu_()``, ``F.relu(x, inplace=True)``): then ``value`` cannot be a stage's cached input,
+    which the search feeds to many candidates."""
+    first = user.args[0] if user.args else None
+    if user.kwargs.get("inplace") is True:
+        return True
+    if user.op == "call_module":
+        return first is value and getattr(modules.get(user.target), "inplace", False) is True
+    if user.op == "call_method":
+        return first is value and str(user.target).endswith("_")
+    if user.op == "call_function":
+        name = getattr(user.target, "__name__", "")
+        return first is value and (user.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_")))
+    return False
+
+
+def _cut_points(nodes: list[fx.Node], modules: dict) -> list[int]:
+    """Indices of the nodes after which their own output is the only live value, and is not
+    modified in place later."""
     order = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((order[u] for u in n.users), default=-1) for n in nodes}
     live: set[fx.Node] = set()
@@ -28,7 +54,7 @@ def _cut_points(nodes: list[fx.Node]) -> list[int]:
         live = {m for m in live if last_use[m] > i}
         if n.op != "get_attr" and last_use[n] > i:
             live.add(n)
-        if n.op != "placeholder" and live == {n}:
+        if n.op != "placeholder" and live == {n} and not any(_mutates(u, n, modules) for u in n.users):
             cuts.append(i)
     return cuts
 
@@ -73,7 +99,8 @@ def graph_stages(gm: fx.GraphModule) -> list[fx.GraphModule] | None:
     if not isinstance(result, fx.Node):
         return None
     body = nodes[:nodes.index(outputs[0])]
-    cuts = _merged([i for i in _cut_points(nodes) if nodes[i] is not result], body, gm)
+    modules = dict(gm.named_modules())
+    cuts = _merged([i for i in _cut_points(nodes, modules) if nodes[i] is not result], body, gm)
     if not cuts:
         return None
     stages, start, source = [], 0, None
