@@ -309,15 +309,35 @@ class InplaceNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-@pytest.mark.parametrize("name", ["inplace", "mobilenet_v3_small", "resnet18"])
+class AliasNet(nn.Module):
+    """An in-place activation writing through an alias (dropout is the identity in eval) into a
+    tensor the residual reads later."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.drop, self.act = nn.Dropout(0.1), nn.SiLU(inplace=True)
+        self.b = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.Conv2d(32, 16, 3, padding=1),
+                               nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = self.b(self.act(self.drop(x))) + x
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["inplace", "alias", "mobilenet_v3_small", "resnet18", "shufflenet_v2_x0_5"])
 def test_prefix_reuse_scores_equal_full_forwards(name):
-    """The search feeds a stage's cached input to every candidate: no stage may start by writing
-    into its input in place (``hardswish(x, inplace=True)``, ``x.mul_()``, ``ReLU(inplace=True)``)."""
+    """The search feeds a stage's cached input to every candidate: no stage may write into its
+    input in place (``hardswish(x, inplace=True)``, or through an alias), and no stage may end in
+    a tuple (ShuffleNet v2's ``chunk``)."""
     from slimnet.search.scorer import CandidateScorer
     torch.manual_seed(0)
-    model = InplaceNet().eval() if name == "inplace" else tv(name)
+    small = {"inplace": InplaceNet, "alias": AliasNet}
+    model = small[name]().eval() if name in small else tv(name)
     net = slimnet.slimmable(model, SIZE, min_width=0.25)
-    classes = 10 if name == "inplace" else 1000
+    classes = 10 if name in small else 1000
     x, y = images(16), torch.randint(0, classes, (16,), generator=torch.Generator().manual_seed(5))
     fast = CandidateScorer(net, x, y, bn="batch", batch_size=8)
     slow = CandidateScorer(net, x, y, bn="batch", batch_size=8, reuse_prefix=False)
@@ -326,3 +346,17 @@ def test_prefix_reuse_scores_equal_full_forwards(name):
     cands = [c for _, c in net.space.slim_candidates(cur)]
     for a, b in zip(fast.score(cur, cands), slow.score(cur, cands)):
         assert a.correct == b.correct and a.loss == pytest.approx(b.loss, rel=1e-5)
+
+
+def test_the_scorer_refuses_stages_that_write_into_their_input(monkeypatch):
+    """The scorer's own check, for any model's stages: with the tracer's in-place rule switched off,
+    AliasNet's stages write into a cached input; the search warns and runs full forwards."""
+    from slimnet.search.scorer import CandidateScorer
+    from slimnet.trace import stages
+    monkeypatch.setattr(stages, "_written_in_place", lambda value, modules: False)
+    torch.manual_seed(0)
+    net = slimnet.slimmable(AliasNet().eval(), SIZE, min_width=0.25)
+    x, y = images(8), torch.randint(0, 10, (8,))
+    with pytest.warns(UserWarning, match="writes into its input in place"):
+        scorer = CandidateScorer(net, x, y, bn="batch", batch_size=8)
+    assert scorer.stages == [net]

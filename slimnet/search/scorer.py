@@ -111,6 +111,8 @@ class CandidateScorer:
     # -- structure --------------------------------------------------------------------------
     @torch.inference_mode()
     def _verified_stages(self) -> list[nn.Module]:
+        """The model's stages, if they compose to its forward and none writes into its input (a
+        cached stage input is fed to every candidate); else the whole net, with a warning."""
         stages = model_stages(self.net)
         if len(stages) == 1:
             return stages
@@ -120,16 +122,20 @@ class CandidateScorer:
         try:
             with self.collector:   # BN on batch statistics: no calibrated stats needed for the check
                 ref = net(x)
-                y = x
+                y, intact = x, True
                 for s in stages:
-                    y = s(y)
-            ok = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-5, rtol=1e-4)
+                    given = y.clone()
+                    out = s(y)
+                    intact = intact and torch.equal(y, given)
+                    y = out
+            composes = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-5, rtol=1e-4)
         finally:
             for m, training in modes.items():
                 m.training = training
-        if not ok:
-            warnings.warn(f"{type(net).__name__}: forward is not the composition of its stages; "
-                          "searching without prefix reuse (a full forward per candidate)")
+        if not (composes and intact):
+            why = "forward is not the composition of its stages" if not composes else \
+                "a stage writes into its input in place (the search reuses stage inputs)"
+            warnings.warn(f"{type(net).__name__}: {why}; searching without prefix reuse (a full forward per candidate)")
             return [net]
         return stages
 

@@ -12,8 +12,10 @@ order, the stages are the forward (the search checks this numerically before it 
 """
 from __future__ import annotations
 
+import inspect
 import operator
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -21,29 +23,78 @@ __all__ = ["graph_stages"]
 
 
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
+                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.setitem}
+# ops whose result may share memory with their first argument: a write into it writes the argument
+_ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "contiguous", "detach", "to", "type", "float", "expand",
+                  "expand_as", "permute", "transpose", "t", "squeeze", "unsqueeze", "narrow", "__getitem__", "chunk",
+                  "split", "unbind", "as_strided"}
+_ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
+                    torch.permute, torch.narrow, torch.chunk, torch.split, torch.unbind, torch.detach,
+                    nn.functional.dropout, nn.functional.dropout2d}
+_ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
 
 
-def _mutates(user: fx.Node, value: fx.Node, modules: dict) -> bool:
-    """Whether ``user`` may write into ``value`` in place (``ReLU(inplace=True)``, ``x += y``,
-    ``x.relu_()``, ``F.relu(x, inplace=True)``): then ``value`` cannot be a stage's cached input,
-    which the search feeds to many candidates."""
-    first = user.args[0] if user.args else None
-    if user.kwargs.get("inplace") is True:
+def _inplace_flag(node: fx.Node) -> bool:
+    """``inplace=True`` given by keyword or position (``F.relu(x, True)``)."""
+    if node.kwargs.get("inplace") is True:
         return True
-    if user.op == "call_module":
-        return first is value and getattr(modules.get(user.target), "inplace", False) is True
-    if user.op == "call_method":
-        return first is value and str(user.target).endswith("_")
-    if user.op == "call_function":
-        name = getattr(user.target, "__name__", "")
-        return first is value and (user.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_")))
+    if node.op != "call_function":
+        return False
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):
+        return False
+    return bound.arguments.get("inplace") is True
+
+
+def _writes_first_argument(node: fx.Node, modules: dict) -> bool:
+    if _inplace_flag(node):
+        return True
+    if node.op == "call_module":
+        return getattr(modules.get(node.target), "inplace", False) is True
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return node.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_"))
     return False
 
 
+def _aliases(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _ALIAS_MODULES)
+    if node.op == "call_method":
+        return node.target in _ALIAS_METHODS
+    return node.op == "call_function" and node.target in _ALIAS_FUNCTIONS
+
+
+def _written_in_place(value: fx.Node, modules: dict) -> bool:
+    """Whether any node may write into ``value``'s memory: an in-place op (``ReLU(inplace=True)``,
+    ``x += y``, ``x.mul_(2)``, ``F.relu(x, True)``, ``x[i] = y``) on it or on a view / alias of it
+    (``x.view(...)``, dropout or identity in eval mode). Such a value cannot be a stage's cached
+    input, which the search feeds to many candidates."""
+    todo, seen = [value], set()
+    while todo:
+        v = todo.pop()
+        for user in v.users:
+            first = user.args[0] if user.args else None
+            if first is v and _writes_first_argument(user, modules):
+                return True
+            if first is v and _aliases(user, modules) and user not in seen:
+                seen.add(user)
+                todo.append(user)
+    return False
+
+
+def _tensor_valued(node: fx.Node) -> bool:
+    """False for a node whose result is a tuple or list (``chunk``, ``split``): read only through
+    ``getitem``, it is no tensor a stage can pass on."""
+    return not (node.users and all(u.op == "call_function" and u.target is operator.getitem for u in node.users))
+
+
 def _cut_points(nodes: list[fx.Node], modules: dict) -> list[int]:
-    """Indices of the nodes after which their own output is the only live value, and is not
-    modified in place later."""
+    """Indices of the nodes after which their own output is the only live value: a tensor that is
+    not written in place later."""
     order = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((order[u] for u in n.users), default=-1) for n in nodes}
     live: set[fx.Node] = set()
@@ -54,7 +105,7 @@ def _cut_points(nodes: list[fx.Node], modules: dict) -> list[int]:
         live = {m for m in live if last_use[m] > i}
         if n.op != "get_attr" and last_use[n] > i:
             live.add(n)
-        if n.op != "placeholder" and live == {n} and not any(_mutates(u, n, modules) for u in n.users):
+        if n.op != "placeholder" and live == {n} and _tensor_valued(n) and not _written_in_place(n, modules):
             cuts.append(i)
     return cuts
 
