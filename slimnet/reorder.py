@@ -12,7 +12,9 @@ exactly the same function. Criteria:
 * ``"l1"``: the sum over the layers that write the group of each output filter's L1 norm (Li et
   al. 2017, pruning filters).
 
-Fixed groups (min = max: the input, the classes) do not move. A group split into conv groups
+Fixed groups (min = max: the input, the classes) and groups whose order something outside the
+slimmable layers depends on (``ChannelGroup.reorderable``: ShuffleNet v1's shuffled bottlenecks)
+do not move. A group split into conv groups
 (``multiple_of`` > 1) is sorted within each of its blocks, so every channel stays in its conv
 group. Calibrated BN statistics of narrower configs are dropped (their channels moved: calibrate
 again); the max config's move with the channels. Optimizer state does not follow: reorder before
@@ -41,7 +43,7 @@ def channel_importance(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
     every group that can slim (see the module docstring for the criteria)."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    movable = {g.name: g.max for g in net.space if g.min < g.max}
+    movable = {g.name: g.max for g in net.space if g.min < g.max and g.reorderable}
     scores: dict[str, torch.Tensor] = {}
     layers = _slim_layers(net)
 
@@ -108,6 +110,8 @@ def reorder_channels(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
         order = _order(importance, net.space[group].multiple_of)
         if not torch.equal(order, torch.arange(order.numel())):
             perms[group] = order
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    before = _max_outputs(net)
     for m in layers:
         refs = m.channel_refs()
         device = next((t.device for t in m.parameters()), torch.device("cpu"))
@@ -115,4 +119,34 @@ def reorder_channels(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
         m.permute_channels_(None if in_index is None else in_index.to(device),
                             None if out_index is None else out_index.to(device))
     net.set_channels(net.active_config)      # refresh the layers' cached indices
+    after = _max_outputs(net)
+    # batch statistics over a few images at 1x1 maps amplify float rounding (1e-4 relative seen);
+    # a broken order changes the outputs by tens of percent
+    if float((after - before).abs().max()) > 1e-3 * float(before.abs().max()):
+        net.load_state_dict(saved)
+        raise RuntimeError(f"reordering changed {type(net).__name__}'s full-width outputs (max difference "
+                           f"{float((after - before).abs().max()):.3g}), so something outside its slimmable layers "
+                           "depends on the channel order; the weights are restored. Mark such groups "
+                           "ChannelGroup(reorderable=False) or pin them (fixed=[...]) for traced models")
     return perms
+
+
+def _max_outputs(net) -> torch.Tensor:
+    """The max config's outputs on a fixed random batch, BN on batch statistics (no calibration
+    needed), dropout off: the check that reordering kept the function."""
+    from .nn import StatsCollector
+
+    first = next(net.parameters())
+    size, channels = net.arch["input_size"], net.arch["in_channels"]
+    x = torch.randn(8, channels, size, size, generator=torch.Generator().manual_seed(0)).to(first)
+    previous, modes = net.active_config, {m: m.training for m in net.modules()}
+    net.set_channels(net.space.max())
+    net.eval()
+    try:
+        bns = [m for m in net.modules() if isinstance(m, CalibratableBN)]
+        with StatsCollector(bns):
+            return net(x).detach().float()
+    finally:
+        for m, training in modes.items():
+            m.training = training
+        net.set_channels(previous)

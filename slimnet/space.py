@@ -43,7 +43,9 @@ class ChannelGroup:
     hidden width of an inverted residual, as torchvision computes it). ``keep_base`` keeps the
     group at ``base`` for widths <= 1 (MobileNet v2's last 1280-channel conv). ``multiple_of`` is
     a hard constraint every config must meet (ShuffleNet: its group count), unlike ``divisor``,
-    which only guides rounding.
+    which only guides rounding. ``reorderable`` is False when something outside the slimmable
+    layers depends on the channels' order (ShuffleNet's channel shuffle), so
+    ``slimnet.reorder_channels`` leaves the group as it is.
     """
 
     name: str
@@ -55,6 +57,7 @@ class ChannelGroup:
     expand_ratio: int = 1
     keep_base: bool = False
     multiple_of: int = 1
+    reorderable: bool = True
 
 
 ConfigError = ChannelConfigError   # the name this module (and slimnet.ConfigError) has always used

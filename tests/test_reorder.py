@@ -31,19 +31,20 @@ def traced(name):
     return slimnet.slimmable(randomized(getattr(torchvision.models, name)(weights=None).eval()), 32).eval()
 
 
-def hand_written():
+def hand_written(name="mobilenet_v2"):
     torch.manual_seed(0)
-    net = randomized(slimnet.build("mobilenet_v2", num_classes=10, input_size=32, min_width=0.35))
+    net = randomized(slimnet.build(name, num_classes=10, input_size=32, min_width=0.35))
     slimnet.calibrate_bn(net, net.space.max(), torch.randn(8, 3, 32, 32))
     return net.eval()
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "densenet121", "vgg11_bn", "hand-written"])
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "densenet121", "vgg11_bn", "mobilenet_v2",
+                                  "shufflenet_v1"])
 @pytest.mark.parametrize("criterion", ["bn", "l1"])
 def test_the_max_config_computes_the_same_and_groups_end_sorted(name, criterion):
     if name == "vgg11_bn" and criterion == "l1":
         pytest.skip("one criterion is enough for the slow VGG")
-    net = hand_written() if name == "hand-written" else traced(name)
+    net = hand_written(name) if name in slimnet.MODELS else traced(name)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = net(x)
@@ -86,6 +87,21 @@ def test_narrower_configs_statistics_are_dropped_the_max_configs_kept():
     assert half.key in net.calibrated_configs()
     reorder_channels(net)
     assert net.calibrated_configs() == [net.space.max().key]
+
+
+def test_a_group_whose_order_matters_outside_the_layers_is_refused_and_the_weights_restored():
+    """ShuffleNet v1's channel shuffle moves bottleneck channels between conv groups by position:
+    its ``b<k>.mid`` groups are not reorderable. Marked reorderable, the check catches it."""
+    import dataclasses
+    net = hand_written("shufflenet_v1")
+    assert not any(g.reorderable for g in net.space if g.name.endswith(".mid"))
+    for g in list(net.space):
+        if g.name.endswith(".mid"):
+            net.space.groups[g.name] = dataclasses.replace(g, reorderable=True)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(RuntimeError, match="reordering changed ShuffleNetV1's full-width outputs"):
+        reorder_channels(net)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
 
 
 def test_switchable_bn_is_refused():

@@ -109,9 +109,9 @@ class Plan(NamedTuple):
 
 def block_plan(groups, max_width, min_width, **_) -> Plan:
     """The stem and the 16 units of ShuffleNet v1 with ``groups`` groups, with their channel groups."""
-    def group(name, c):
+    def group(name, c, reorderable=True):
         return ChannelGroup(name, c, make_divisible(c * max_width, groups), make_divisible(c * min_width, groups),
-                            divisor=groups, multiple_of=groups)
+                            divisor=groups, multiple_of=groups, reorderable=reorderable)
 
     units, prev, prev_c, k = [], ("stem",), STEM, 0
     for i, (c, n) in enumerate(zip(STAGE_OUT[groups], REPEATS), start=2):
@@ -119,7 +119,7 @@ def block_plan(groups, max_width, min_width, **_) -> Plan:
         for j in range(n):
             k += 1
             first = j == 0
-            new = ((group(f"s{i}", c - prev_c),) if first else ()) + (group(f"b{k}.mid", c // 4),)
+            new = ((group(f"s{i}", c - prev_c),) if first else ()) + (group(f"b{k}.mid", c // 4, reorderable=False),)
             units.append(Unit(prev if first else out, out, (f"s{i}",) if first else out, f"b{k}.mid",
                               2 if first else 1, 1 if (i == 2 and first) else groups, new))
         prev, prev_c = out, c
