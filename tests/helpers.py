@@ -96,6 +96,11 @@ def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16):
     return TinyCNN()
 
 
+def seven_classes(in_channels: int = 3):
+    """A model that ignores the dataset's classes (for the error test)."""
+    return tiny_cnn(num_classes=7, in_channels=in_channels)
+
+
 def not_a_model(num_classes: int = 10):
     """Returns something that is not an nn.Module (for the error test)."""
     return {"num_classes": num_classes}

@@ -21,8 +21,15 @@ SMALL = ["grouped", "flatten"]
 
 
 def tv(name):
+    """A torchvision model with random BN statistics, as if trained (a fresh model's are its
+    initialisation's, which a supernet does not take as the max config's)."""
     torch.manual_seed(0)
-    return getattr(torchvision.models, name)(weights=None).eval()
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    return model
 
 
 def images(n=4, size=SIZE, seed=1):
@@ -238,6 +245,17 @@ def test_linear_on_channels_last_is_fixed_with_its_own_counts():
     assert cfg["conv"] == 8 and cfg["stem"] == 16     # the stem is tied to the fixed MLP output
     with torch.no_grad():
         assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-5
+
+
+def test_fresh_statistics_are_not_the_max_configs():
+    """A model's BN statistics as initialised (mean 0, var 1, no batch seen) describe no data: the
+    supernet does not take them as calibrated (eval needs calibration, as for any supernet)."""
+    torch.manual_seed(0)
+    net = slimnet.slimmable(torchvision.models.resnet18(weights=None), SIZE)
+    assert net.calibrated_configs() == []
+    with pytest.raises(RuntimeError, match="no BN statistics"):
+        net.eval()(images(2))
+    assert slimnet.slimmable(tv("resnet18"), SIZE).calibrated_configs() == [net.space.max().key]
 
 
 def test_state_dict_round_trip_and_slimnet_export():

@@ -36,6 +36,17 @@ def test_grey_input_conv_sums_the_rgb_weights():
     assert two.stem[0].weight.shape[1] == 2
 
 
+def test_factory_functions_and_their_errors():
+    """A ``**kwargs`` factory (torchvision's own builders) gets num_classes but not in_channels (its
+    first conv is adapted instead); wrong arguments and ignored classes are named."""
+    net = slimnet.build("torchvision.models:resnet18", **ARCH)
+    assert net.get_submodule("conv1").in_channels == 1 and net.get_submodule("fc").out_features == 10
+    with pytest.raises(TraceError, match=r"helpers:tiny_cnn\(num_classes=10, in_channels=1, depth=3\) failed: .*depth"):
+        slimnet.build(TINY, **ARCH, depth=3)
+    with pytest.raises(TraceError, match="gives 7 outputs but the data has 10 classes: make the model take num_classes"):
+        slimnet.build("helpers:seven_classes", **ARCH)
+
+
 @pytest.mark.parametrize("name, message", [
     ("torchvision:resnet19", "did you mean resnet18"),
     ("helpers:no_such_fn", "module 'helpers' has no 'no_such_fn'"),
@@ -59,9 +70,13 @@ def test_function_models_get_classes_and_channels_and_rebuild_from_a_checkpoint(
     net = slimnet.build(TINY, **ARCH, width=24)          # model kwargs go to the function
     assert net.space.model == TINY and net.arch["width"] == 24
     assert net.get_submodule("stem.0").in_channels == 1 and net.fc.out_features == 10
+    assert net.calibrated_configs() == []        # random init: no statistics pass for calibrated ones
+    x = grey()
+    slimnet.calibrate_bn(net, net.space.uniform(0.5), x)
     save_checkpoint(tmp_path / "net.pt", net)
     again, _ = load_supernet(tmp_path / "net.pt")
-    x = grey()
+    again.set_width(0.5)
+    net.set_width(0.5)
     assert torch.equal(again.eval()(x), net.eval()(x))
 
 

@@ -3,7 +3,8 @@
 ``slim_layers(gm, traced, space, bn, switchable)``: for each traced conv / linear / BN of the fx
 graph ``gm``, the slimmable layer with the tracer's channel refs and the original module's
 parameters (a ref all of whose groups are fixed becomes its channel count: no slicing). BN is
-universal (shared, calibrated; the model's running statistics become the max config's), shared
+universal (shared, calibrated; the model's running statistics become the max config's, unless
+they are still those of its initialisation), shared
 (one set of running statistics, the model's) or switchable (one private BN per config, each
 starting from the model's BN at that config's channels).
 """
@@ -64,10 +65,20 @@ def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig
         slim = _slim_layer(layer, m, fixed, max_cfg, bn, switchable)
         if slim is None:
             continue
-        if isinstance(slim, SlimBatchNorm2d) and not slim.track_shared_stats and m.running_mean is not None:
+        if isinstance(slim, SlimBatchNorm2d) and not slim.track_shared_stats and _has_seen_data(m):
             built.stats[slim] = (m.running_mean.detach().clone(), m.running_var.detach().clone())
         built[layer.name] = slim
     return built
+
+
+def _has_seen_data(bn: nn.BatchNorm2d) -> bool:
+    """Whether a BN's running statistics come from data (trained or loaded weights), not from its
+    initialisation (mean 0, variance 1, no batch tracked): only those become the max config's."""
+    if bn.running_mean is None:
+        return False
+    fresh = (bn.num_batches_tracked is None or int(bn.num_batches_tracked) == 0) and \
+        bool((bn.running_mean == 0).all()) and bool((bn.running_var == 1).all())
+    return not fresh
 
 
 def _ref(ref: ChannelRef, fixed: set, max_cfg: ChannelConfig) -> ChannelRef:

@@ -7,9 +7,10 @@ classes and input channels:
 * ``torchvision:resnet18``: ``torchvision.models.get_model(name, weights=None, num_classes=..., **kwargs)``;
 * ``timm:mobilenetv3_large_100``: ``timm.create_model(name, pretrained=False, num_classes=...,
   in_chans=..., **kwargs)`` (timm is an optional extra);
-* ``my_package.my_module:build_fn``: ``build_fn(**kwargs)``, plus ``num_classes`` / ``in_channels``
-  when its signature takes them; the module is imported from ``sys.path`` or the working directory
-  (as ``python -m`` would, also under the ``slimnet`` console script).
+* ``my_package.my_module:build_fn``: ``build_fn(**kwargs)``, plus ``num_classes`` when its
+  signature takes it (by name or ``**kwargs``) and ``in_channels`` when it names it; the module is
+  imported from ``sys.path`` or the working directory (as ``python -m`` would, also under the
+  ``slimnet`` console script).
 
 A model whose first conv reads 3 channels while the data has another count gets that conv
 adapted (``adapt_input_conv``): for 1 channel its weights summed over the input channels (a
@@ -25,19 +26,11 @@ import os
 import sys
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import TraceError
 
-__all__ = ["is_source_name", "build_source", "adapt_input_conv", "SOURCES"]
-
-SOURCES = ("torchvision", "timm")
-
-
-def is_source_name(name: str) -> bool:
-    """Whether a model name is a source name (``torchvision:...``, ``timm:...``, ``module:fn``)."""
-    return isinstance(name, str) and ":" in name
+__all__ = ["build_source", "adapt_input_conv"]
 
 
 def _closest(name: str, names) -> str:
@@ -83,24 +76,29 @@ def _function(name: str, num_classes: int, in_channels: int, kwargs: dict) -> nn
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
         what = "has no" if fn is None else "has a non-callable"
         raise TraceError(f"module {module_name!r} {what} {fn_name!r}{_closest(fn_name, public)}")
-    extra = {}
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if key not in kwargs and (key in params or takes_any):
-            extra[key] = value
-    model = fn(**extra, **kwargs)
+    extra = {"num_classes": num_classes} if "num_classes" in params or takes_any else {}
+    if "in_channels" in params:     # otherwise the first conv is adapted (a **kwargs factory may refuse it)
+        extra["in_channels"] = in_channels
+    args = {**extra, **kwargs}
+    try:
+        model = fn(**args)
+    except TypeError as err:
+        raise TraceError(f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())}) failed: {err}; "
+                         "give the arguments it takes in model.kwargs") from None
     if not isinstance(model, nn.Module):
         raise TraceError(f"{name} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def build_source(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+def build_source(name: str, num_classes: int, in_channels: int = 3, leaf_modules=(), **kwargs) -> nn.Module:
     """The model ``name`` names (see the module docstring), in eval mode, with ``in_channels``
-    input channels; ``TraceError`` with the reason and the fix when it cannot be made."""
+    input channels; ``TraceError`` with the reason and the fix when it cannot be made.
+    ``leaf_modules``: what the tracer keeps whole (for finding the first conv)."""
     source, _, model_name = name.partition(":")
     if source == "torchvision":
         model = _torchvision(model_name, num_classes, kwargs)
@@ -108,15 +106,18 @@ def build_source(name: str, num_classes: int, in_channels: int = 3, **kwargs) ->
         model = _timm(model_name, num_classes, in_channels, kwargs)
     else:
         model = _function(name, num_classes, in_channels, kwargs)
-    adapt_input_conv(model, in_channels, name)
+    if source != "timm":           # timm made its stem for in_chans already
+        adapt_input_conv(model, in_channels, name, leaf_modules)
     return model.eval()
 
 
-def _first_conv(model: nn.Module, name: str) -> tuple[str, nn.Conv2d] | None:
-    """(qualified name, module) of the conv the input goes into first, when fx can tell."""
+def _first_conv(model: nn.Module, leaf_modules=()) -> tuple[str, nn.Conv2d] | None:
+    """(qualified name, module) of the conv the input goes into first (None: fx cannot trace the
+    model, which the tracer proper reports with details later, or the input meets no conv)."""
+    from .graph import trace
     try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception:       # the tracer proper reports untraceable models with details later
+        graph = trace(model, leaf_modules).graph
+    except TraceError:
         return None
     modules = dict(model.named_modules())
     todo = [n for n in graph.nodes if n.op == "placeholder"]
@@ -133,10 +134,12 @@ def _first_conv(model: nn.Module, name: str) -> tuple[str, nn.Conv2d] | None:
     return None
 
 
-def adapt_input_conv(model: nn.Module, in_channels: int, name: str = "the model") -> None:
+@torch.no_grad()
+def adapt_input_conv(model: nn.Module, in_channels: int, name: str = "the model", leaf_modules=()) -> None:
     """Make the first conv of ``model`` read ``in_channels`` channels (in place; see the module
-    docstring); nothing when it already does."""
-    found = _first_conv(model, name)
+    docstring); nothing when it already does. The conv keeps its class (a ``Conv2d`` subclass
+    such as timm's ``StdConv2d`` keeps its behaviour): only its weight and ``in_channels`` change."""
+    found = _first_conv(model, leaf_modules)
     if found is None:
         return
     target, conv = found
@@ -145,16 +148,11 @@ def adapt_input_conv(model: nn.Module, in_channels: int, name: str = "the model"
     if conv.groups != 1:
         raise TraceError(f"{name}: its first conv '{target}' is grouped and reads {conv.in_channels} channels; "
                          f"the data has {in_channels}")
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        w = conv.weight
-        if in_channels == 1:
-            new.weight.copy_(w.sum(dim=1, keepdim=True))
-        else:
-            reps = -(-in_channels // w.shape[1])
-            new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels))
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-    model.set_submodule(target, new)
+    w = conv.weight
+    if in_channels == 1:
+        new = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-in_channels // w.shape[1])
+        new = w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels)
+    conv.weight = nn.Parameter(new.contiguous(), requires_grad=w.requires_grad)
+    conv.in_channels = in_channels
