@@ -8,7 +8,9 @@ apart, as ``pool_macs`` (one add per pooled input value): the papers disagree on
 in their totals (MobileNet v1's 568.8M includes its 0.05M global pool; v2's 97.1M does not).
 Parameters are those of the exported child: conv/linear weights and biases, BN weight and bias,
 plus any parameter outside the slimmable layers (a traced model's LayerNorm or layer scale on
-fixed channels), which every config has.
+fixed channels), which every config has; likewise the MACs of layers outside them (a traced
+model's modules kept whole with ``leaf_modules``, a conv it cannot slim), counted once by
+``FlopCounterMode`` on the meta device.
 
 Each slimmable layer knows its own cost (``SlimModule.cost(cfg, in_shape, out_shape)``, see
 ``slimnet.nn.protocol``); ``profile`` sums it over a *layer table* (each layer call with its input
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .nn import SlimModule
 
@@ -44,10 +47,11 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
-def _layer_table(space, input_size: int) -> tuple[list[tuple], int]:
-    """``(layer, input shape, output shape)`` of every slimmable layer call, in forward order,
-    and the number of parameters outside slimmable layers: the model traced once at max channels
-    on the meta device (no memory, no compute)."""
+def _layer_table(space, input_size: int) -> tuple[list[tuple], int, int]:
+    """``(layer, input shape, output shape)`` of every slimmable layer call, in forward order, and
+    the parameters and MACs outside slimmable layers (a traced model's layers kept whole or
+    fixed: the same at every config): the model traced once at max channels on the meta device
+    (no memory, no compute), under ``FlopCounterMode`` for the MACs outside."""
     if input_size in space._tables:
         return space._tables[input_size]
     if space._builder is None:
@@ -60,25 +64,38 @@ def _layer_table(space, input_size: int) -> tuple[list[tuple], int]:
     with torch.device("meta"):
         net = space._builder(input_size=input_size, bn="universal")
     net.train()
-    handles = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, SlimModule)]
+    slim = {name: m for name, m in net.named_modules() if isinstance(m, SlimModule)}
+    handles = [m.register_forward_hook(record) for m in slim.values()]
+    batch = 2                       # BN on 1x1 maps needs more than one value per channel
     try:
-        net(torch.empty(2, space.arch["in_channels"], input_size, input_size, device="meta"))  # 2: BN on 1x1 maps
+        with FlopCounterMode(display=False) as counter:
+            net(torch.empty(batch, space.arch["in_channels"], input_size, input_size, device="meta"))
     finally:
         for h in handles:
             h.remove()
-    slim = {id(p) for m in net.modules() if isinstance(m, SlimModule) for p in m.parameters()}
-    others = sum(p.numel() for p in net.parameters() if id(p) not in slim)
-    space._tables[input_size] = table, others
-    return table, others
+    counts = counter.get_flop_counts()
+    root = type(net).__name__
+    inside = sum(sum(counts.get(f"{root}.{name}", {}).values()) for name in _outermost(slim))
+    other_macs = (counter.get_total_flops() - inside) // (2 * batch)
+    slim_params = {id(p) for m in slim.values() for p in m.parameters()}
+    other_params = sum(p.numel() for p in net.parameters() if id(p) not in slim_params)
+    space._tables[input_size] = table, other_params, other_macs
+    return space._tables[input_size]
+
+
+def _outermost(named: dict) -> list[str]:
+    """The names not inside another of the names (a slimmable layer's own submodules count once)."""
+    return [n for n in named if not any(n.startswith(o + ".") for o in named if o != n)]
 
 
 def profile(space, cfg=None, input_size: int | None = None) -> Cost:
     """MACs and params of ``cfg`` (default: the max config) without running the model: the sum
-    of each traced layer's own ``cost`` (the ``SlimModule`` protocol)."""
+    of each traced layer's own ``cost`` (the ``SlimModule`` protocol), plus what lies outside
+    the slimmable layers."""
     cfg = space.max() if cfg is None else space.config(cfg)
     input_size = input_size or space.arch["input_size"]
-    table, params = _layer_table(space, input_size)
-    macs = pool = 0
+    table, params, macs = _layer_table(space, input_size)
+    pool = 0
     for layer, in_shape, out_shape in table:
         cost = layer.cost(cfg, in_shape, out_shape)
         macs += cost.macs

@@ -247,6 +247,47 @@ def test_linear_on_channels_last_is_fixed_with_its_own_counts():
         assert (net.export(cfg)(x) - net(x)).abs().max().item() <= 1e-5
 
 
+class LeafNet(nn.Module):
+    """A module kept whole (leaf_modules) and a conv the supernet cannot slim (reflect padding,
+    pinned with fixed=): their MACs and parameters are in the profile too."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.keep = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1))
+        self.reflect = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+        self.last = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.last(self.reflect(self.keep(self.stem(x)))).mean((2, 3)))
+
+
+def flop_macs(model, x):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def test_layers_outside_slimmable_ones_are_profiled():
+    model = LeafNet().eval()
+    net = slimnet.slimmable(model, SIZE, leaf_modules=["keep"], fixed=["reflect"])
+    assert slimnet.profile(net.space).macs == flop_macs(model, images(1))
+    assert slimnet.profile(net.space).params == sum(p.numel() for p in model.parameters())
+    half = net.space.uniform(0.5)
+    assert slimnet.profile(net.space, half).macs < slimnet.profile(net.space).macs
+
+
+def test_a_submodule_named_like_a_supernet_attribute_is_refused():
+    model = nn.Sequential()
+    model.add_module("space", nn.Conv2d(3, 8, 3))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(8, 10))
+    with pytest.raises(slimnet.TraceError, match="has a submodule named 'space'"):
+        slimnet.slimmable(model, SIZE)
+
+
 def test_fresh_statistics_are_not_the_max_configs():
     """A model's BN statistics as initialised (mean 0, var 1, no batch seen) describe no data: the
     supernet does not take them as calibrated (eval needs calibration, as for any supernet)."""

@@ -151,3 +151,24 @@ def test_train_search_export_evaluate_a_traced_model(tmp_path):
                 "--test-subset", "100", "--json", str(report)]) == 0
     (row,) = json.loads(report.read_text())["results"]
     assert row["macs"] == json.loads(found.read_text())["macs"]
+
+
+def test_a_child_holds_no_reference_to_its_supernet_and_copies_as_itself():
+    import copy
+    import gc
+    import weakref
+
+    from slimnet.checkpoint import model_spec
+    net = slimnet.build(TINY, **ARCH)
+    cfg = net.space.uniform(0.5)
+    slimnet.calibrate_bn(net, cfg, grey(8))
+    child = net.export(cfg)
+    gone = weakref.ref(net)
+    del net, cfg
+    gc.collect()
+    assert gone() is None                         # the supernet's memory is not kept by the child
+    assert slimnet.profile(child.space, child.child_config).params == sum(p.numel() for p in child.parameters())
+    twin = copy.deepcopy(child)                   # e.g. for an EMA copy: still a child with its config
+    assert type(twin) is type(child) and model_spec(twin) == model_spec(child)
+    x = grey()
+    assert torch.equal(twin(x), child(x))

@@ -44,8 +44,7 @@ def build_traced(name: str, *, num_classes: int = 1000, in_channels: int = 3, in
     _check_classes(name, net, num_classes)
     if channels is None:
         return net
-    child = net.export(channels, statistics=False).train()
-    return child
+    return net.export(channels, statistics=False).train()
 
 
 def _check_spec(name: str, kwargs: dict, leaf_modules, channels, bn: str) -> None:

@@ -29,7 +29,7 @@ from ..models.base import BN_MODES, ConfigSwitching
 from ..nn import SlimBatchNorm2d, SlimModule
 from ..space import ChannelConfig, ChannelGroup, ChannelSpace, make_divisible
 from .convert import modules_for, slim_layers, targets
-from .graph import trace
+from .graph import TraceError, trace
 from .groups import TracedGroup, TracedGroups, trace_groups
 from .stages import graph_stages
 
@@ -59,7 +59,20 @@ def channel_groups(traced: TracedGroups, min_width: float) -> list[ChannelGroup]
     return groups
 
 
-class TracedSupernet(ConfigSwitching, fx.GraphModule):
+class _CopiedAsItself:
+    """Deep copies of a GraphModule subclass that stay of the subclass, with every attribute (fx's
+    own deep copy would make a plain GraphModule, losing ``space``, ``arch``, ...); a supernet's
+    space is the copy's own (its layer-table builder is the copy's)."""
+
+    def __deepcopy__(self, memo):
+        new = object.__new__(type(self))     # the same per-instance class: the same generated forward
+        memo[id(self)] = new
+        object.__setattr__(new, "__dict__", copy.deepcopy(self.__dict__, memo))
+        new.graph = new._graph               # the copied graph is owned by the copy
+        return new
+
+
+class TracedSupernet(_CopiedAsItself, ConfigSwitching, fx.GraphModule):
     """A traced model's supernet (see the module docstring). Made by :func:`slimmable`, or by
     ``slimnet.build("torchvision:NAME" | "timm:NAME" | "module:function", ...)`` (``name`` and
     ``spec``: the registry name and the ``build()`` arguments that make it again, so checkpoints
@@ -87,7 +100,9 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
                              builder=self._meta_copy)
         self.switchable_configs = _switchable(space, bn, switchable)
         layers = slim_layers(gm, traced, space.max(), bn, self.switchable_configs)
-        super().__init__(modules_for(gm, layers), gm.graph, type(model).__name__)
+        modules = modules_for(gm, layers)
+        _check_names(modules, type(model).__name__)
+        super().__init__(modules, gm.graph, type(model).__name__)
         self.traced, self.space, self.arch, self.bn_mode = traced, space, arch, bn
         self.class_name = type(model).__name__
         self.child_config = None
@@ -98,15 +113,6 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
                 original = layers.stats.get(m)
                 if original is not None:
                     m._store_stats(*original)
-
-    def __deepcopy__(self, memo):
-        """A TracedSupernet again (fx's own deep copy would make a plain GraphModule of it), whose
-        space is its own (the space's layer-table builder is the copy's)."""
-        new = object.__new__(type(self))     # the same per-instance class: the same generated forward
-        memo[id(self)] = new
-        object.__setattr__(new, "__dict__", copy.deepcopy(self.__dict__, memo))
-        new.graph = new._graph               # the copied graph is owned by the copy
-        return new
 
     def search_stages(self) -> list[fx.GraphModule] | None:
         """The graph cut where one tensor flows between the parts (``trace/stages.py``), for the
@@ -136,7 +142,18 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
                     modules[name] = copy.deepcopy(m)
         finally:
             self.set_channels(previous)
-        return TracedChild(modules, copy.deepcopy(self.graph), self, cfg).eval()
+        space = self._child_space()
+        return TracedChild(modules, copy.deepcopy(self.graph), self, space.config(dict(cfg.channels))).eval()
+
+    def _child_space(self) -> ChannelSpace:
+        """A copy of the space for a child, profiling on its own meta-device copy of the layers, so
+        the child keeps no reference to this supernet (nor its memory)."""
+        meta = self._meta_copy()
+        space = ChannelSpace(self.space.model, list(self.space), dict(self.arch), builder=lambda **_: meta)
+        for m in meta.modules():
+            if isinstance(m, SlimModule):
+                m.activate(space.max())      # the layers' configs now belong to the child's space
+        return space
 
     def _meta_copy(self, input_size=None, bn="universal", **_) -> fx.GraphModule:
         """The same graph over copies of the modules on the meta device: ``profile``'s layer table
@@ -150,7 +167,7 @@ class TracedSupernet(ConfigSwitching, fx.GraphModule):
         return fx.GraphModule(modules, copy.deepcopy(self.graph))
 
 
-class TracedChild(fx.GraphModule):
+class TracedChild(_CopiedAsItself, fx.GraphModule):
     """A traced supernet's plain child: a ``GraphModule`` of plain ``torch.nn`` layers with exactly
     ``child_config``'s channels, and what slimnet's tools read from a child (``space``, ``arch``,
     ``child_config``, ``is_child``; ``model_spec`` rebuilds it with ``channels=``)."""
@@ -160,11 +177,25 @@ class TracedChild(fx.GraphModule):
 
     def __init__(self, modules: dict, graph: fx.Graph, supernet: TracedSupernet, cfg: ChannelConfig):
         super().__init__(modules, graph, f"{supernet.class_name}Child")
-        self.space, self.arch, self.child_config = supernet.space, supernet.arch, cfg
+        self.space, self.arch, self.child_config = cfg.space, cfg.space.arch, cfg
         self.active_config, self.bn_mode, self.class_name = cfg, supernet.bn_mode, supernet.class_name
 
     def set_channels(self, cfg):
         raise RuntimeError("this is an exported child with fixed channels; set_channels works on supernets")
+
+
+#: what a traced supernet adds to the model's GraphModule: a model's own top-level submodule or
+#: attribute of one of these names would be hidden by it
+SUPERNET_ATTRIBUTES = ("space", "arch", "traced", "bn_mode", "class_name", "child_config", "active_config",
+                       "switchable_configs", "export", "set_channels", "set_width", "calibrated_configs",
+                       "search_stages", "is_child")
+
+
+def _check_names(modules: dict, model: str) -> None:
+    clash = sorted({name.split(".")[0] for name in modules} & set(SUPERNET_ATTRIBUTES))
+    if clash:
+        raise TraceError(f"{model} has a submodule named {clash[0]!r}, which a traced supernet uses for itself "
+                         f"({', '.join(SUPERNET_ATTRIBUTES)}); rename it in the model to slim it")
 
 
 def _switchable(space: ChannelSpace, bn: str, switchable) -> list[ChannelConfig]:

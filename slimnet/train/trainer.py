@@ -239,16 +239,14 @@ class Trainer:
 
     def clip_gradients(self, step: int) -> float | None:
         """Clip the global gradient norm to ``optim.grad_clip`` (when set); returns the norm before
-        clipping at the steps the report logs (every 10th: TensorBoard ``train/grad_norm``)."""
-        clip, logged = self.exp.optim.grad_clip, self.report.logs_step(step + 1)
+        clipping at the steps rank 0 logs (every 10th: TensorBoard ``train/grad_norm``)."""
+        clip = self.exp.optim.grad_clip
+        logged = self.report.writer is not None and self.report.logs_step(step + 1)
         if clip is None and not logged:
             return None
         self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.raw.parameters() if p.grad is not None]
-        if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.raw.parameters() if p.grad is not None],
+                                              float("inf") if clip is None else clip)
         return float(norm) if logged else None
 
     def evaluate_widths(self) -> dict:
