@@ -187,8 +187,8 @@ def test_unsupported_layer_is_named_and_fixed_makes_it_work():
     x = images()
     with torch.no_grad():
         assert (net(x) - model(x)).abs().max().item() <= 1e-5
-    with pytest.raises(ValueError, match="max_width=1.0 only"):
-        slimnet.slimmable(model, SIZE, max_width=1.5, fixed=["4"])
+    with pytest.raises(ValueError, match="max_width must be >= 1.0"):
+        slimnet.slimmable(model, SIZE, max_width=0.75, fixed=["4"])
 
 
 def test_deepcopy_is_an_independent_supernet():
@@ -419,3 +419,23 @@ def test_the_scorer_refuses_stages_that_write_into_their_input(monkeypatch):
     with pytest.warns(UserWarning, match="writes into its input in place"):
         scorer = CandidateScorer(net, x, y, bn="batch", batch_size=8)
     assert scorer.stages == [net]
+
+
+@pytest.mark.parametrize("name", MODELS + SMALL)
+def test_a_wider_supernet_holds_the_model_at_width_one(name):
+    """max_width 1.5 (an AutoSlim-style supernet from a model): uniform(1.0) is the model (its
+    weights at their places in the wider tensors, its BN statistics as that config's), the extra
+    channels train, children export exactly."""
+    model = small_net(name) if name in SMALL else tv(name)
+    net = slimnet.slimmable(model, SIZE, max_width=1.5, min_width=0.25).eval()
+    x = images(4)
+    net.set_width(1.0)
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() <= 1e-5
+    assert slimnet.profile(net.space).macs > 1.5 * slimnet.profile(net.space, net.space.uniform(1.0)).macs
+    cfg = net.space.max()
+    slimnet.calibrate_bn(net, cfg, images(8, seed=3))
+    assert check_export(net, net.export(cfg), cfg, x) <= 1e-5
+    net.train().set_channels(cfg)
+    net(x).sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

@@ -123,8 +123,10 @@ def test_configs_accept_traced_names_and_refuse_what_cannot_work():
     base = dict(data={"name": "fashion_mnist"}, train={"mode": "universal"})
     exp = load_config(data={**base, "model": {"name": "torchvision:resnet18", "max_width": 1.0}})
     assert exp.model.name == "torchvision:resnet18"
-    with pytest.raises(ConfigError, match="runs at most at its own widths: use 1.0"):
-        load_config(data={**base, "model": {"name": "torchvision:resnet18", "max_width": 1.5}})
+    wide = load_config(data={**base, "model": {"name": "torchvision:resnet18", "max_width": 1.5}})
+    assert wide.model.max_width == 1.5          # a supernet wider than the model (AutoSlim's 1.5x)
+    with pytest.raises(ConfigError, match="can be wider, not narrower: use >= 1.0"):
+        load_config(data={**base, "model": {"name": "torchvision:resnet18", "max_width": 0.75}})
     with pytest.raises(ConfigError, match="nor a model to trace"):
         load_config(data={**base, "model": {"name": "resnet_18"}})
 
@@ -151,6 +153,18 @@ def test_train_search_export_evaluate_a_traced_model(tmp_path):
                 "--test-subset", "100", "--json", str(report)]) == 0
     (row,) = json.loads(report.read_text())["results"]
     assert row["macs"] == json.loads(found.read_text())["macs"]
+
+
+def test_a_wider_named_supernet_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = slimnet.build(TINY, **{**ARCH, "max_width": 1.5})
+    assert net.space.max()["stem.0"] == 24 and net.space.uniform(1.0)["stem.0"] == 16
+    x = grey(8)
+    slimnet.calibrate_bn(net, net.space.max(), x)
+    save_checkpoint(tmp_path / "wide.pt", net)
+    again, _ = load_supernet(tmp_path / "wide.pt")
+    assert again.arch["max_width"] == 1.5
+    assert torch.equal(again.eval()(x), net.eval()(x))
 
 
 def test_a_child_holds_no_reference_to_its_supernet_and_copies_as_itself():

@@ -37,8 +37,9 @@ def _validate_experiment_and_model(exp: Config) -> None:
         choice("model.name", m.name, sorted(MODELS),
                also=", nor a model to trace ('torchvision:NAME', 'timm:NAME' or 'package.module:function')")
     check(math.isfinite(m.max_width) and m.max_width > 0, "model.max_width", f"must be positive, got {m.max_width}")
-    check(not traced or m.max_width == 1.0, "model.max_width",
-          f"a traced model ({m.name}) runs at most at its own widths: use 1.0, got {m.max_width}")
+    check(not traced or m.max_width >= 1.0, "model.max_width",
+          f"a traced model ({m.name}) is its own widths at 1.0; a supernet of it can be wider, not narrower: "
+          f"use >= 1.0, got {m.max_width}")
     if m.min_width is not None:
         check(0 < m.min_width <= m.max_width, "model.min_width",
               f"must be in (0, model.max_width={m.max_width}], got {m.min_width}")

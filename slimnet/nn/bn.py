@@ -234,6 +234,21 @@ class SlimBatchNorm2d(_CalibratableBN):
         mean, var = self._stats()
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
+    @torch.no_grad()
+    def embed_(self, cfg, layer: nn.BatchNorm2d) -> None:
+        """Write ``layer``'s affine parameters (and, for shared statistics, its running ones) into
+        the channels ``cfg`` uses: the inverse of ``export_to`` (calibrated statistics are stored
+        with ``_store_stats`` by the caller)."""
+        self.activate(cfg)
+        places = self._take(torch.arange(self.num_features, device=self.weight.device))
+        pairs = [("weight", "weight"), ("bias", "bias")]
+        if self.track_shared_stats:
+            pairs += [("running_mean", "running_mean"), ("running_var", "running_var")]
+        for mine, theirs in pairs:
+            source = getattr(layer, theirs, None)
+            if source is not None:
+                getattr(self, mine)[places] = source.detach().to(getattr(self, mine))
+
     def export_to(self, child: nn.BatchNorm2d) -> None:
         mean, var = self._stats()
         child.weight.copy_(self._take(self.weight))

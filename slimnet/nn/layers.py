@@ -39,6 +39,25 @@ class _SlicedWeightLayer(SlimModule):
         if bias is not None:
             child.bias.copy_(bias)
 
+    @torch.no_grad()
+    def embed_(self, cfg, layer: nn.Module) -> None:
+        """Write ``layer``'s parameters (a plain layer with exactly ``cfg``'s channels, like
+        ``plain(cfg)``) into the places ``cfg`` uses: the inverse of ``export_to``. The places come
+        from ``sliced()`` itself, run on each parameter's element numbers, so every layout it
+        reads (leading slices, gathered concatenations, per-group columns) is written back alike."""
+        self.activate(cfg)
+        for i, name in enumerate(("weight", "bias")):
+            param, source = getattr(self, name), getattr(layer, name, None)
+            if param is None or source is None:
+                continue
+            real = param.data
+            param.data = torch.arange(real.numel(), dtype=torch.float64, device=real.device).view(real.shape)
+            try:     # (a copy: at full size ``sliced`` hands back the parameter itself)
+                places = self.sliced()[i].detach().long().clone()
+            finally:
+                param.data = real
+            real.view(-1)[places.reshape(-1)] = source.detach().reshape(-1).to(real)
+
     def channel_refs(self) -> LayerRefs:
         return LayerRefs(self.in_ref, self.out_ref)
 

@@ -1,8 +1,10 @@
 """The slimmable counterpart of every traced layer, holding the model's parameters.
 
-``slim_layers(gm, traced, space, bn, switchable)``: for each traced conv / linear / BN of the fx
-graph ``gm``, the slimmable layer with the tracer's channel refs and the original module's
-parameters (a ref all of whose groups are fixed becomes its channel count: no slicing). BN is
+``slim_layers(gm, traced, max_cfg, base_cfg, bn, switchable)``: for each traced conv / linear / BN
+of the fx graph ``gm``, the slimmable layer with the tracer's channel refs, sized at ``max_cfg``,
+holding the original module's parameters at the places of ``base_cfg`` (the model's own widths:
+the max config itself unless the supernet is wider than the model, whose extra channels start
+freshly initialised; a ref all of whose groups are fixed becomes its channel count). BN is
 universal (shared, calibrated; the model's running statistics become the max config's, unless
 they are still those of its initialisation), shared
 (one set of running statistics, the model's) or switchable (one private BN per config, each
@@ -16,7 +18,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, channel_index, ref_groups, resolve, take
+from ..nn import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, ref_groups, resolve
 from ..nn.refs import ChannelRef
 from ..space import ChannelConfig
 from .graph import TraceError
@@ -53,8 +55,8 @@ def modules_for(gm: fx.GraphModule, layers: _Built) -> dict:
     return {name: layers[name] if name in layers else copy.deepcopy(m) for name, m in targets(gm)}
 
 
-def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig, bn: str = "universal",
-                switchable: list = ()) -> _Built:
+def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig, base_cfg: ChannelConfig,
+                bn: str = "universal", switchable: list = ()) -> _Built:
     """name -> slimmable layer of every traced layer that has one (see the module docstring)."""
     fixed = {g.name for g in traced.fixed()}
     built = _Built()
@@ -62,7 +64,7 @@ def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig
         if layer.name in built:
             continue        # a layer called twice: one module (the tracer tied its calls' channels)
         m = _get(gm, layer.name)
-        slim = _slim_layer(layer, m, fixed, max_cfg, bn, switchable)
+        slim = _slim_layer(layer, m, fixed, max_cfg, base_cfg, bn, switchable)
         if slim is None:
             continue
         if isinstance(slim, SlimBatchNorm2d) and not slim.track_shared_stats and _has_seen_data(m):
@@ -74,7 +76,7 @@ def slim_layers(gm: fx.GraphModule, traced: TracedGroups, max_cfg: ChannelConfig
 def _has_seen_data(bn: nn.BatchNorm2d) -> bool:
     """Whether a BN's running statistics come from data (trained or loaded weights), not from its
     initialisation (mean 0, variance 1, no batch tracked): only those become the max config's."""
-    if bn.running_mean is None:
+    if bn.running_mean is None or bn.running_mean.is_meta:     # a meta-device model has no values at all
         return False
     fresh = (bn.num_batches_tracked is None or int(bn.num_batches_tracked) == 0) and \
         bool((bn.running_mean == 0).all()) and bool((bn.running_var == 1).all())
@@ -86,35 +88,39 @@ def _ref(ref: ChannelRef, fixed: set, max_cfg: ChannelConfig) -> ChannelRef:
     return resolve(ref, max_cfg) if all(g in fixed for g in ref_groups(ref)) else ref
 
 
-def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelConfig, bn: str,
-                switchable: list) -> nn.Module | None:
+def _slim_layer(layer: TracedLayer, m: nn.Module, fixed: set, max_cfg: ChannelConfig, base_cfg: ChannelConfig,
+                bn: str, switchable: list) -> nn.Module | None:
     """The slimmable counterpart of one traced layer, with ``m``'s parameters; None for a layer kind
     not supported yet whose channels are all fixed (it stays as it is); TraceError otherwise."""
     in_ref, out_ref = _ref(layer.input, fixed, max_cfg), _ref(layer.output, fixed, max_cfg)
-    _check_counts(layer, m, max_cfg)
+    _check_counts(layer, m, base_cfg)
     if type(m) is nn.Conv2d and m.padding_mode == "zeros":
         slim = _conv(layer, m, in_ref, out_ref, max_cfg)
     elif type(m) is nn.Linear:
         slim = _linear(layer, m, in_ref, out_ref, max_cfg)
     elif type(m) is nn.BatchNorm2d:
-        slim = _batch_norm(m, out_ref, max_cfg, bn, switchable)
+        slim = _batch_norm(m, out_ref, max_cfg, base_cfg, bn, switchable)
     elif isinstance(in_ref, int) and isinstance(out_ref, int):
         return None
     else:
         raise TraceError(f"layer '{layer.name}' ({type(m).__name__}, {layer.kind}) cannot be slimmed yet "
                          f"(supported: nn.Conv2d with zero padding, nn.Linear, nn.BatchNorm2d); "
                          f"pin its channels with fixed=['{layer.name}']")
-    _copy_parameters(slim, m)
-    return slim.to(device=_device(m), dtype=_dtype(m))
+    slim = slim.to(device=_device(m), dtype=_dtype(m))
+    if not isinstance(slim, SwitchableBatchNorm2d):      # its private BNs got theirs when made
+        slim.embed_(base_cfg, m)
+        slim.activate(max_cfg)
+    return slim
 
 
-def _check_counts(layer: TracedLayer, m: nn.Module, max_cfg: ChannelConfig) -> None:
-    """The traced refs must give the module's own channel counts (else the tracer went wrong)."""
+def _check_counts(layer: TracedLayer, m: nn.Module, base_cfg: ChannelConfig) -> None:
+    """The traced refs at the model's own widths must give the module's channel counts (else the
+    tracer went wrong)."""
     sizes = {nn.Conv2d: ("in_channels", "out_channels"), nn.Linear: ("in_features", "out_features"),
              nn.BatchNorm2d: ("num_features", "num_features")}.get(type(m))
     if sizes is None:
         return
-    traced = (resolve(layer.input, max_cfg) * layer.features_per_channel, resolve(layer.output, max_cfg))
+    traced = (resolve(layer.input, base_cfg) * layer.features_per_channel, resolve(layer.output, base_cfg))
     own = tuple(getattr(m, a) for a in sizes)
     if traced != own:
         raise TraceError(f"layer '{layer.name}' ({type(m).__name__}): the traced channel refs give {traced} "
@@ -127,8 +133,8 @@ def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimCon
     groups = 1 if depthwise else m.groups
     if groups > 1 and not (isinstance(in_ref, int) and isinstance(out_ref, int)) and layer.kind != "grouped":
         raise TraceError(f"conv '{layer.name}' has {groups} groups but the tracer saw a {layer.kind} conv")
-    slim = SlimConv2d(in_ref, out_ref, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                      groups=groups, depthwise=depthwise, bias=m.bias is not None, max_counts=max_cfg)
+    slim = SlimConv2d(in_ref, out_ref, resolve(in_ref, max_cfg), resolve(out_ref, max_cfg), m.kernel_size, m.stride,
+                      m.padding, groups=groups, depthwise=depthwise, bias=m.bias is not None, max_counts=max_cfg)
     slim.dilation = m.dilation
     return slim
 
@@ -136,40 +142,27 @@ def _conv(layer: TracedLayer, m: nn.Conv2d, in_ref, out_ref, max_cfg) -> SlimCon
 def _linear(layer: TracedLayer, m: nn.Linear, in_ref, out_ref, max_cfg) -> SlimLinear:
     """A linear on (N, C) features, or after a channel-major flatten of a feature map (VGG)."""
     per, bias = layer.features_per_channel, m.bias is not None
+    out_max = resolve(out_ref, max_cfg)
     if per == 1 or isinstance(in_ref, int):
         in_ref = in_ref if per == 1 else m.in_features
-        return SlimLinear(in_ref, out_ref, m.in_features, m.out_features, bias, max_counts=max_cfg)
-    return SlimFlattenLinear(in_ref, out_ref, per, m.in_features // per, m.out_features, bias, max_counts=max_cfg)
+        return SlimLinear(in_ref, out_ref, resolve(in_ref, max_cfg), out_max, bias, max_counts=max_cfg)
+    return SlimFlattenLinear(in_ref, out_ref, per, resolve(in_ref, max_cfg), out_max, bias, max_counts=max_cfg)
 
 
-def _batch_norm(m: nn.BatchNorm2d, ref, max_cfg, bn: str, switchable: list) -> nn.Module:
+def _batch_norm(m: nn.BatchNorm2d, ref, max_cfg, base_cfg, bn: str, switchable: list) -> nn.Module:
     if bn == "switchable":      # each private BN starts as the model's BN at its config's channels
         slim = SwitchableBatchNorm2d(ref, switchable, m.eps, m.momentum)
+        as_max = SlimBatchNorm2d(ref, resolve(ref, max_cfg), track_shared_stats=True, max_counts=max_cfg).to(_device(m))
+        as_max.embed_(base_cfg, m)              # the model's parameters and statistics at the max size
         with torch.no_grad():
             for private, cfg in zip(slim.bns, switchable):
-                index = channel_index(ref, cfg, max_cfg)
-                index = None if index is None else torch.tensor(index, device=_device(m))
-                for name, theirs in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)):
-                    if theirs.dim() == 1:
-                        getattr(private, name).copy_(take(theirs, 0, resolve(ref, cfg), index))
+                as_max.activate(cfg)
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(private, name).copy_(as_max._take(getattr(as_max, name)))
         return slim
     shared = bn == "shared"
-    slim = SlimBatchNorm2d(ref, m.num_features, m.eps, m.momentum, track_shared_stats=shared, max_counts=max_cfg)
-    if shared and m.running_mean is not None:
-        with torch.no_grad():
-            slim.running_mean.copy_(m.running_mean)
-            slim.running_var.copy_(m.running_var)
-    return slim
-
-
-@torch.no_grad()
-def _copy_parameters(slim: nn.Module, m: nn.Module) -> None:
-    if isinstance(slim, SwitchableBatchNorm2d):
-        return      # its private BNs got theirs when made
-    for name in ("weight", "bias"):
-        theirs = getattr(m, name, None)
-        if theirs is not None:
-            getattr(slim, name).copy_(theirs)
+    return SlimBatchNorm2d(ref, resolve(ref, max_cfg), m.eps, m.momentum, track_shared_stats=shared,
+                           max_counts=max_cfg)
 
 
 def _device(m: nn.Module):

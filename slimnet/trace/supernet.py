@@ -3,7 +3,8 @@
 The supernet is the model's torch.fx ``GraphModule`` (``TracedSupernet``, a subclass) in which every
 traced ``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.Linear`` is replaced by the slimmable layer
 (``SlimConv2d``, ``SlimBatchNorm2d``, ``SlimLinear``) with the refs ``trace_groups`` derived and the
-original parameters (the max config is the original model: only ``max_width=1.0`` is supported).
+original parameters: ``uniform(1.0)`` is the original model (also the max config at ``max_width=1.0``;
+a wider supernet's extra channels start freshly initialised, as AutoSlim's 1.5x supernets).
 Module names are the original ones, so state-dict keys are the model's (BN adds its calibrated
 statistics, ``stats_<key>_mean`` / ``_var``; the max config's are the model's running statistics).
 Every other module is a deep copy: the model itself is left untouched.
@@ -44,9 +45,10 @@ def _divisor(group: TracedGroup) -> int:
     return group.multiple_of
 
 
-def channel_groups(traced: TracedGroups, min_width: float) -> list[ChannelGroup]:
-    """The space's groups: each traced group at max = its channels; slimmable ones down to
-    ``min_width`` (rounded to their divisor), fixed ones with min = max (kept at every width <= 1)."""
+def channel_groups(traced: TracedGroups, min_width: float, max_width: float = 1.0) -> list[ChannelGroup]:
+    """The space's groups: each traced group with base = its channels (``uniform(1.0)`` is the
+    model); slimmable ones from ``min_width`` to ``max_width`` (rounded to their divisor), fixed
+    ones with min = max = base."""
     groups = []
     for g in traced.groups.values():
         c = g.channels
@@ -55,7 +57,8 @@ def channel_groups(traced: TracedGroups, min_width: float) -> list[ChannelGroup]
             continue
         d = _divisor(g)
         low = min(c, make_divisible(c * min_width, d))
-        groups.append(ChannelGroup(g.name, c, c, low, divisor=d, multiple_of=g.multiple_of))
+        high = max(c, make_divisible(c * max_width, d))
+        groups.append(ChannelGroup(g.name, c, high, low, divisor=d, multiple_of=g.multiple_of))
     return groups
 
 
@@ -84,10 +87,10 @@ class TracedSupernet(_CopiedAsItself, ConfigSwitching, fx.GraphModule):
                  fixed: Iterable[str] = (), leaf_modules: Iterable = (), in_channels: int = 3, *,
                  bn: str = "universal", switchable: Iterable | None = None, name: str | None = None,
                  spec: Mapping | None = None):
-        if max_width != 1.0:
-            raise ValueError(f"slimmable() supports max_width=1.0 only (the model's own widths), got {max_width}")
-        if not 0 < min_width <= max_width:
-            raise ValueError(f"min_width must be in (0, {max_width}], got {min_width}")
+        if not max_width >= 1.0:
+            raise ValueError(f"max_width must be >= 1.0 (1.0: the model's own widths), got {max_width}")
+        if not 0 < min_width <= 1.0:
+            raise ValueError(f"min_width must be in (0, 1], got {min_width}")
         if bn not in BN_MODES:
             raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         leaf_modules = list(leaf_modules)
@@ -95,11 +98,12 @@ class TracedSupernet(_CopiedAsItself, ConfigSwitching, fx.GraphModule):
         traced = trace_groups(model, input_size, in_channels, fixed=fixed, leaf_modules=leaf_modules)
         size = input_size if isinstance(input_size, int) else max(input_size)
         arch = dict(spec) if spec is not None else dict(in_channels=in_channels, input_size=size)
-        arch.update(max_width=1.0, min_width=float(min_width))
-        space = ChannelSpace(name or f"traced:{type(model).__name__}", channel_groups(traced, min_width), arch,
-                             builder=self._meta_copy)
+        arch.update(max_width=float(max_width), min_width=float(min_width))
+        space = ChannelSpace(name or f"traced:{type(model).__name__}", channel_groups(traced, min_width, max_width),
+                             arch, builder=self._meta_copy)
         self.switchable_configs = _switchable(space, bn, switchable)
-        layers = slim_layers(gm, traced, space.max(), bn, self.switchable_configs)
+        base = space.uniform(1.0)          # the model's own widths
+        layers = slim_layers(gm, traced, space.max(), base, bn, self.switchable_configs)
         modules = modules_for(gm, layers)
         _check_names(modules, type(model).__name__)
         super().__init__(modules, gm.graph, type(model).__name__)
@@ -107,12 +111,13 @@ class TracedSupernet(_CopiedAsItself, ConfigSwitching, fx.GraphModule):
         self.class_name = type(model).__name__
         self.child_config = None
         self._slim_modules = [m for m in self.modules() if isinstance(m, SlimModule)]
-        self.active_config = self.set_channels(space.max())
         with torch.no_grad():
-            for m in self._slim_modules:        # the model's BN statistics: those of the max config
+            for m in self._slim_modules:        # the model's BN statistics: those of its own widths
                 original = layers.stats.get(m)
                 if original is not None:
+                    m.activate(base)
                     m._store_stats(*original)
+        self.active_config = self.set_channels(space.max())
 
     def search_stages(self) -> list[fx.GraphModule] | None:
         """The graph cut where one tensor flows between the parts (``trace/stages.py``), for the
