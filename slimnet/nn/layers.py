@@ -218,6 +218,9 @@ class _SlimPool(SlimModule):
     def permute_channels_(self, in_index, out_index) -> None:
         pass      # no parameters
 
+    def embed_(self, cfg, plain: nn.Module) -> None:
+        self.activate(cfg)      # no parameters
+
     def decay_roles(self) -> dict[str, str]:
         return {}
 

@@ -15,6 +15,9 @@ it, so the tools loop over modules without knowing the layer kinds:
                                        from :data:`DECAY_ROLES` (weight-decay grouping)
 ``permute_channels_(in_i, out_i)``     reorder its parameters' input / output channels in place
                                        (``slimnet.reorder``): position ``k`` takes old ``i[k]``
+``embed_(cfg, plain)``                 the inverse of ``export_to``: write a plain layer's parameters
+                                       into the places ``cfg`` uses (traced supernets wider than
+                                       their model)
 =====================================  ==========================================================
 
 Plain ``torch.nn`` layers (those of an exported child, or fixed layers inside a supernet) cannot
@@ -90,6 +93,11 @@ class SlimModule(abc.ABC):
         ``k`` holds old channel ``index[k]`` (an index over the tensor at the max config; None
         leaves that side as it is). Layers with parameters implement it."""
         raise TypeError(f"{type(self).__name__} cannot reorder its channels")
+
+    def embed_(self, cfg, plain: nn.Module) -> None:
+        """Write ``plain``'s parameters (a plain layer with exactly ``cfg``'s channels) into the
+        places ``cfg`` uses: the inverse of ``export_to``. Layers with parameters implement it."""
+        raise TypeError(f"{type(self).__name__} cannot take a plain layer's parameters")
 
 
 def plain_decay_roles(module: nn.Module) -> dict[str, str]:
