@@ -6,10 +6,12 @@ space's; children exported at 2 random per-layer configs (BN calibrated) equal t
 one sandwich step (max, min, random config) trains. ``bench/trace_coverage.py`` makes the table
 of docs/RESULTS.md ("Tracing coverage") from the same checks at 224 px."""
 import random
+import sys
 
 import pytest
 import torch
 import torch.nn as nn
+from helpers import ROOT
 from torch.utils.flop_counter import FlopCounterMode
 
 import slimnet
@@ -17,6 +19,9 @@ from slimnet.export import check_export
 from slimnet.nn import SlimBatchNorm2d
 from slimnet.trace import TraceReport
 from slimnet.trace.sources import build_source
+
+sys.path.insert(0, ROOT)
+from bench.trace_coverage import randomize_bn  # noqa: E402  (the table's models, the same statistics)
 
 CLASSES = 10
 
@@ -77,13 +82,7 @@ def make(name, kwargs):
         pytest.importorskip("timm")
     torch.manual_seed(0)
     model = build_source(name, CLASSES, 3, **kwargs)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
-                # random running statistics: the max config must use the model's own, not fresh ones
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+    randomize_bn(model)    # random running statistics: the max config must use the model's own, not fresh ones
     return model.eval()
 
 
