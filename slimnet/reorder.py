@@ -10,7 +10,10 @@ exactly the same function. Criteria:
   after normalisation, the criterion of network slimming, Liu et al. 2017); groups without a BN
   fall back to ``"l1"``;
 * ``"l1"``: the sum over the layers that write the group of each output filter's L1 norm (Li et
-  al. 2017, pruning filters).
+  al. 2017, pruning filters);
+* ``"activation"``: data-driven, the mean absolute output of each channel of the group's BN
+  layers at the max config over ``data`` (up to ``num_images`` images, BN on batch statistics);
+  groups without a BN fall back to ``"l1"``.
 
 Fixed groups (min = max: the input, the classes) and groups whose order something outside the
 slimmable layers depends on (``ChannelGroup.reorderable``: ShuffleNet v1's shuffled bottlenecks)
@@ -30,7 +33,7 @@ from .nn import CalibratableBN, PerGroup, SlimModule, SwitchableBatchNorm2d, ref
 
 __all__ = ["CRITERIA", "channel_importance", "reorder_channels", "ref_permutation"]
 
-CRITERIA = ("bn", "l1")
+CRITERIA = ("bn", "l1", "activation")
 
 
 def _slim_layers(net) -> list:
@@ -38,11 +41,14 @@ def _slim_layers(net) -> list:
 
 
 @torch.no_grad()
-def channel_importance(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
+def channel_importance(net, criterion: str = "bn", data=None, num_images: int = 1000) -> dict[str, torch.Tensor]:
     """Group -> importance of each of its channels (at the max config, in channel order), for
-    every group that can slim (see the module docstring for the criteria)."""
+    every group that can slim (see the module docstring for the criteria; ``data`` and
+    ``num_images`` for ``"activation"``: batches as ``calibrate_bn`` takes them)."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if (criterion == "activation") != (data is not None):
+        raise ValueError("criterion 'activation' needs data (image batches), and only it takes data")
     movable = {g.name: g.max for g in net.space if g.min < g.max and g.reorderable}
     scores: dict[str, torch.Tensor] = {}
     layers = _slim_layers(net)
@@ -56,6 +62,9 @@ def channel_importance(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
         for m in layers:
             if isinstance(m, CalibratableBN) and getattr(m, "weight", None) is not None:
                 add(m.channel_refs().output, m.weight)
+    elif criterion == "activation":
+        for m, mean_abs in _mean_abs_outputs(net, data, num_images).items():
+            add(m.channel_refs().output, mean_abs)
     missing = set(movable) - set(scores)
     for m in layers:
         w = getattr(m, "weight", None)
@@ -64,6 +73,42 @@ def channel_importance(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
             if set(ref_groups(ref)) & missing:
                 add(ref, w.abs().flatten(1).sum(1))
     return scores
+
+
+def _mean_abs_outputs(net, data, num_images: int) -> dict:
+    """BN layer -> mean |output| per channel at the max config over up to ``num_images`` images."""
+    from .calibrate import _batches
+    from .nn import StatsCollector
+
+    bns = [m for m in net.modules() if isinstance(m, CalibratableBN)]
+    sums = {m: 0 for m in bns}
+
+    def hook(module, inputs, output):
+        sums[module] = sums[module] + output.detach().abs().sum(dim=(0, 2, 3)).double()
+
+    first = next(net.parameters())
+    previous, modes = net.active_config, {m: m.training for m in net.modules()}
+    net.set_channels(net.space.max())
+    net.eval()
+    handles = [m.register_forward_hook(hook) for m in bns]
+    seen = 0
+    try:
+        with StatsCollector(bns):
+            for images in _batches(data, first.device):
+                images = images[: num_images - seen]
+                net(images.to(first.dtype))
+                seen += len(images)
+                if seen >= num_images:
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+        net.set_channels(previous)
+    if not seen:
+        raise ValueError("criterion 'activation': the data gave no images")
+    return {m: (s / seen).float() for m, s in sums.items() if torch.is_tensor(s)}
 
 
 def _order(importance: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -93,9 +138,10 @@ def ref_permutation(ref, perms: Mapping[str, torch.Tensor], max_counts: Mapping[
 
 
 @torch.no_grad()
-def reorder_channels(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
-    """Reorder every slimmable group of ``net`` by importance (see the module docstring); returns
-    the permutation of each group that moved. ``net``'s max config computes the same outputs."""
+def reorder_channels(net, criterion: str = "bn", data=None, num_images: int = 1000) -> dict[str, torch.Tensor]:
+    """Reorder every slimmable group of ``net`` by importance (see the module docstring; ``data``
+    for ``"activation"``); returns the permutation of each group that moved. ``net``'s max config
+    computes the same outputs."""
     layers = _slim_layers(net)
     if any(isinstance(m, SwitchableBatchNorm2d) for m in layers):
         raise TypeError("switchable BN keeps a private BN of each config's leading channels: reorder channels "
@@ -106,7 +152,7 @@ def reorder_channels(net, criterion: str = "bn") -> dict[str, torch.Tensor]:
             if key != max_cfg.key:
                 m.drop_stats(key)
     perms = {}
-    for group, importance in channel_importance(net, criterion).items():
+    for group, importance in channel_importance(net, criterion, data, num_images).items():
         order = _order(importance, net.space[group].multiple_of)
         if not torch.equal(order, torch.arange(order.numel())):
             perms[group] = order

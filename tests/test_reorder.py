@@ -31,6 +31,13 @@ def traced(name):
     return slimnet.slimmable(randomized(getattr(torchvision.models, name)(weights=None).eval()), 32).eval()
 
 
+def flatten_net():
+    """A map flattened into a linear (VGG's head), of a concatenation (test_slimmable.FlattenNet)."""
+    from test_slimmable import FlattenNet
+    torch.manual_seed(0)
+    return slimnet.slimmable(randomized(FlattenNet().eval()), 32).eval()
+
+
 def hand_written(name="mobilenet_v2"):
     torch.manual_seed(0)
     net = randomized(slimnet.build(name, num_classes=10, input_size=32, min_width=0.35))
@@ -38,13 +45,11 @@ def hand_written(name="mobilenet_v2"):
     return net.eval()
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "densenet121", "vgg11_bn", "mobilenet_v2",
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "densenet121", "flatten", "mobilenet_v2",
                                   "shufflenet_v1"])
 @pytest.mark.parametrize("criterion", ["bn", "l1"])
 def test_the_max_config_computes_the_same_and_groups_end_sorted(name, criterion):
-    if name == "vgg11_bn" and criterion == "l1":
-        pytest.skip("one criterion is enough for the slow VGG")
-    net = hand_written(name) if name in slimnet.MODELS else traced(name)
+    net = hand_written(name) if name in slimnet.MODELS else flatten_net() if name == "flatten" else traced(name)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = net(x)
