@@ -4,7 +4,8 @@ Trains (or reads) a plain torchvision ResNet-18 on Fashion-MNIST (``train.mode: 
 width, ``configs/fashion_mnist/traced_resnet18.yaml`` at 16 px), makes it a traced supernet holding
 those weights, and evaluates uniform widths on the 10,000 test images (BN statistics calibrated
 per width on the held-out split, under the one calibration policy) with the channels as trained
-and after ``slimnet.reorder_channels`` with each criterion. No training after the reordering: the
+and after ``slimnet.reorder_channels`` with each criterion (``activation`` averaged over the
+calibration images). No training after the reordering: the
 narrow widths show what the leading channels alone carry.
 
     PYTHONPATH=. python bench/reorder_fashion_mnist.py --out bench/results/reorder_fashion_mnist.json
@@ -51,8 +52,9 @@ def top1(net, batches) -> float:
     return 100.0 * correct / total
 
 
-def supernet_of(path: Path, criterion: str | None):
-    """The trained child's weights in a fresh copy of its model, traced as a supernet (reordered)."""
+def supernet_of(path: Path, criterion: str | None, data=None):
+    """The trained child's weights in a fresh copy of its model, traced as a supernet (reordered;
+    ``data``: the held-out batches the activation criterion averages over)."""
     ckpt = load_checkpoint(path)
     child, _ = load_supernet(path)
     spec = dict(ckpt["model"]["kwargs"])
@@ -63,7 +65,8 @@ def supernet_of(path: Path, criterion: str | None):
     model.load_state_dict(child.state_dict())
     net = slimnet.slimmable(model, spec["input_size"], min_width=spec["min_width"], in_channels=spec["in_channels"])
     if criterion:
-        slimnet.reorder_channels(net, criterion)
+        slimnet.reorder_channels(net, criterion, data if criterion == "activation" else None,
+                                 num_images=2000)
     return net.eval()
 
 
@@ -82,8 +85,9 @@ def main(argv=None) -> None:
     bundle = experiment_data(exp)
     device = torch.device("cpu")
     rows = {}
-    for criterion in (None, "bn", "l1"):
-        net = supernet_of(path, criterion)
+    for criterion in (None, "bn", "l1", "activation"):
+        data = calibration_batches(bundle, args.calib_images, exp.experiment.seed, 500, device, True)
+        net = supernet_of(path, criterion, data)
         label = criterion or "as trained"
         rows[label] = {}
         for w in args.widths:

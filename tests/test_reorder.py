@@ -127,3 +127,21 @@ def test_reordering_moves_the_important_channels_into_a_narrow_width():
     reorder_channels(net)
     half = net.space.uniform(0.5)["layer1.0.conv1"]
     assert (bn.weight[:half] != 0).all() and (bn.weight[half:] == 0).all()
+
+
+def test_the_activation_criterion_sorts_by_mean_output_on_data():
+    net = traced("resnet18")
+    data = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    x = data[:2]
+    with torch.no_grad():
+        want = net(x)
+    perms = reorder_channels(net, "activation", data, num_images=16)
+    assert perms
+    with torch.no_grad():
+        assert (net(x) - want).abs().max().item() <= 1e-5
+    for group, importance in channel_importance(net, "activation", data, num_images=16).items():
+        assert (importance[1:] <= importance[:-1] + 1e-4 * importance.max()).all(), group
+    with pytest.raises(ValueError, match="'activation' needs data"):
+        reorder_channels(net, "activation")
+    with pytest.raises(ValueError, match="only it takes data"):
+        reorder_channels(net, "bn", data)
