@@ -8,6 +8,11 @@ and after ``slimnet.reorder_channels`` with each criterion (``activation`` avera
 calibration images). No training after the reordering: the
 narrow widths show what the leading channels alone carry.
 
+Then (``--finetune N``) the use it is made for: a universally slimmable supernet trained from the
+same weights for one epoch on N training images, once with the channels as trained and once
+reordered by each criterion, and its uniform widths evaluated (``pretrained`` below is the
+``package.module:function`` model the runs name).
+
     PYTHONPATH=. python bench/reorder_fashion_mnist.py --out bench/results/reorder_fashion_mnist.json
 """
 from __future__ import annotations
@@ -41,6 +46,34 @@ def train(out_dir: Path, epochs: int) -> Path:
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out_dir / "last.pt"
+
+
+def pretrained(num_classes: int = 10, in_channels: int = 1, checkpoint: str = "", criterion: str | None = None):
+    """The trained child's weights as a plain model (a GraphModule), its channels reordered by
+    ``criterion`` (None: as trained): what ``slimnet train`` starts the supernet from."""
+    path = Path(checkpoint)
+    data = None
+    if criterion == "activation":
+        exp = checkpoint_experiment(load_checkpoint(path))
+        bundle = experiment_data(exp)
+        data = calibration_batches(bundle, 2000, exp.experiment.seed, 500, torch.device("cpu"), True)
+    net = supernet_of(path, criterion, data)
+    return net.export(net.space.max()).train()
+
+
+def finetune(path: Path, criterion: str | None, images: int, work: Path) -> dict:
+    """One epoch of universal training from the weights (reordered), on ``images`` training images."""
+    out = work / f"finetune_{criterion or 'as_trained'}"
+    kwargs = "{checkpoint: " + str(path) + (f", criterion: {criterion}" if criterion else "") + "}"
+    cmd = [sys.executable, "-m", "slimnet.cli", "train", "--config", CONFIG, "--quiet", "--fresh",
+           "model.name=bench.reorder_fashion_mnist:pretrained", f"model.kwargs={kwargs}", "train.mode=universal",
+           "data.input_size=16", "model.min_width=0.25", f"data.subset={images}", "train.epochs=1",
+           "optim.lr=0.05", "optim.warmup_epochs=0", "eval.widths=[1.0,0.75,0.5,0.35,0.25]",
+           f"experiment.output_dir={out}"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    return {w: r["top1"] for w, r in record["eval"].items()}
 
 
 @torch.no_grad()
@@ -77,6 +110,8 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.35, 0.25])
     ap.add_argument("--calib-images", type=int, default=2000)
+    ap.add_argument("--finetune", type=int, default=0, metavar="N",
+                    help="also train a supernet from the weights (as trained / reordered) for an epoch on N images")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -99,7 +134,12 @@ def main(argv=None) -> None:
             print(f"{label:>10}  width {w}: {rows[label][str(w)]:.2f}%", flush=True)
     result = {"command": "python " + " ".join(sys.argv), "model": CONFIG, "train_overrides": TRAIN,
               "epochs": args.epochs, "calib_images": args.calib_images, "test_images": len(bundle.test),
-              "top1": rows, "seconds": round(time.time() - t0)}
+              "top1": rows}
+    if args.finetune:
+        result["finetune_images"] = args.finetune
+        result["finetune_top1"] = {c or "as trained": finetune(path, c, args.finetune, ROOT / args.work)
+                                   for c in (None, "bn", "l1", "activation")}
+    result["seconds"] = round(time.time() - t0)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 
