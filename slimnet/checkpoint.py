@@ -20,18 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-import numpy as np
 import torch
 
 from .errors import NonFiniteError
 from .models import SlimNet, build
 from .nn import is_calibrated_stat
-from .utils import atomic_torch_save, safe_torch_load
+from .utils import atomic_torch_save, plain, safe_torch_load
 
 FORMAT = "slimnet-ckpt-v1"
-_PLAIN = (type(None), bool, int, float, str, bytes)
-
-
 
 
 def model_spec(net: SlimNet) -> dict:
@@ -46,21 +42,6 @@ def model_spec(net: SlimNet) -> dict:
     if net.is_child:  # a fixed child trained alone (train.mode fixed): rebuild exactly that child
         kwargs["channels"] = dict(net.child_config.channels)
     return {"name": net.space.model, "kwargs": kwargs}
-
-
-def plain(obj, where: str = "checkpoint"):
-    """``obj`` with numpy scalars turned into Python numbers; TypeError (naming the entry) for
-    anything ``torch.load(weights_only=True)`` would not read back."""
-    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
-        return obj
-    if isinstance(obj, np.generic) and np.ndim(obj) == 0 and isinstance(obj.item(), _PLAIN):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return (list if isinstance(obj, list) else tuple)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
-    raise TypeError(f"{where}: {type(obj).__name__} cannot be stored in a slimnet checkpoint (tensors, numbers, "
-                    "strings, lists, tuples and dicts only, so that it loads with weights_only=True)")
 
 
 def nonfinite_entries(state: dict) -> list[str]:

@@ -10,6 +10,7 @@ import pickle
 import re
 import tempfile
 
+import numpy as np
 import torch
 
 
@@ -187,3 +188,21 @@ def safe_torch_load(path: str | os.PathLike, what: str, map_location="cpu", hint
         first = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} could not be read as a {what} (corrupt, truncated or another kind of file: "
                          f"{first})") from None
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def plain(obj, where: str = "checkpoint"):
+    """``obj`` with numpy scalars turned into Python numbers; TypeError (naming the entry) for
+    anything ``torch.load(weights_only=True)`` would not read back."""
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return obj
+    if isinstance(obj, np.generic) and np.ndim(obj) == 0 and isinstance(obj.item(), _PLAIN):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return (list if isinstance(obj, list) else tuple)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    raise TypeError(f"{where}: {type(obj).__name__} cannot be stored in a slimnet checkpoint (tensors, numbers, "
+                    "strings, lists, tuples and dicts only, so that it loads with weights_only=True)")

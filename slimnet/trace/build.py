@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from ..checkpoint import plain
 from ..errors import TraceError
 from ..models.base import DEFAULT_MIN_WIDTH
+from ..utils import plain
 from .sources import build_source
 from .supernet import TracedChild, TracedSupernet
 
