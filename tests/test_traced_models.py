@@ -186,3 +186,21 @@ def test_a_child_holds_no_reference_to_its_supernet_and_copies_as_itself():
     assert type(twin) is type(child) and model_spec(twin) == model_spec(child)
     x = grey()
     assert torch.equal(twin(x), child(x))
+
+
+@pytest.mark.fashion_mnist
+def test_model_reorder_sorts_a_fresh_runs_channels_and_is_refused_where_meaningless(tmp_path, capsys):
+    common = [f"model.name={TINY}", "data.input_size=16", "data.subset=128", "data.heldout_size=64",
+              "data.test_subset=50", "train.epochs=1", "eval.calib_images=32", "eval.widths=[1.0,0.5]"]
+    for criterion in ("l1", "activation"):
+        out = tmp_path / criterion
+        assert cli(["train", "--config", "configs/fashion_mnist/traced_resnet18.yaml", "--quiet",
+                    f"experiment.output_dir={out}", f"model.reorder={criterion}", *common]) == 0
+        assert f"by {criterion}" in capsys.readouterr().out
+    base = dict(data={"name": "fashion_mnist"}, model={"name": TINY, "reorder": "bn"})
+    with pytest.raises(ConfigError, match="a fixed child has no narrower widths"):
+        load_config(data={**base, "train": {"mode": "fixed", "widths": [1.0]}})
+    with pytest.raises(ConfigError, match="switchable BN keeps a private BN"):
+        load_config(data={**base, "train": {"mode": "switchable", "widths": [1.0, 0.5]}})
+    with pytest.raises(ConfigError, match="model.reorder: 'taylor' is not one of bn, l1, activation"):
+        load_config(data={**base, "model": {"name": TINY, "reorder": "taylor"}, "train": {"mode": "universal"}})

@@ -31,6 +31,7 @@ class ModelConfig:
     bn: Optional[str] = None              # default: from train.mode (its bn_kinds)
     channels: Optional[str] = None        # channel JSON of a fixed child (train.mode: fixed)
     kwargs: dict = field(default_factory=dict)   # extra build() arguments, e.g. {dropout: 0.0}
+    reorder: Optional[str] = None         # bn | l1 | activation: sort channels by importance before a fresh run
 
 
 @dataclass

@@ -20,6 +20,7 @@ def validate(exp: Config, source: str | None = None) -> None:
     _validate_optim(exp)
     mode = _validate_train(exp)
     mode.validate(exp, source)           # model.bn, model.channels, train.widths for this mode
+    _validate_reorder(exp)
     m, t = exp.model, exp.train
     if m.channels is not None:
         m.channels = resolve_path(m.channels, source, "model.channels")
@@ -45,6 +46,18 @@ def _validate_experiment_and_model(exp: Config) -> None:
               f"must be in (0, model.max_width={m.max_width}], got {m.min_width}")
     for k in ("num_classes", "in_channels", "input_size", "max_width", "min_width", "bn", "switchable", "channels"):
         check(k not in m.kwargs, f"model.kwargs.{k}", "set by the engine (from data / model / train); remove it")
+
+
+def _validate_reorder(exp: Config) -> None:
+    from ..reorder import CRITERIA
+
+    m = exp.model
+    if m.reorder is None:
+        return
+    choice("model.reorder", m.reorder, CRITERIA)
+    check(exp.train.mode != "fixed", "model.reorder", "sorts a supernet's channels; a fixed child has no narrower widths")
+    check(m.bn != "switchable" and not (exp.train.mode == "switchable" and m.bn is None), "model.reorder",
+          "switchable BN keeps a private BN of each width's leading channels: reorder with universal or shared BN")
 
 
 def _validate_data(exp: Config) -> None:

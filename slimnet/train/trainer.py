@@ -77,6 +77,8 @@ class Trainer:
         self.set_up()
         if self.resumed_from is not None:
             self.resume(self.resumed_from)
+        elif self.exp.model.reorder:
+            self.reorder_channels()
         self.wrap_model()
         self.open_outputs()
         epochs = self.exp.train.epochs
@@ -144,6 +146,18 @@ class Trainer:
         self.best = ckpt.get("best", self.best)
         self.carried_sums = ckpt.get("epoch_loss")
         self.log(f"resuming from {path}: epoch {self.start_epoch + 1}, batch {self.start_batch}, step {self.step}")
+
+    def reorder_channels(self) -> None:
+        """``model.reorder``: a fresh run sorts each group's channels by importance first (a
+        pretrained model's; under DDP every rank takes rank 0's weights when the model is wrapped)."""
+        from ..reorder import reorder_channels
+        criterion = self.exp.model.reorder
+        data = self.loaders.calib if criterion == "activation" else None
+        if criterion == "activation" and data is None:
+            raise ConfigError("model.reorder: 'activation' averages over the calibration images, and this run "
+                              "has none (eval.calibrate: false); use bn or l1")
+        perms = reorder_channels(self.raw, criterion, data, num_images=self.exp.eval.calib_images)
+        self.log(f"model.reorder: sorted the channels of {len(perms)} group(s) by {criterion}")
 
     def wrap_model(self) -> None:
         """``self.model`` runs the forward: the network, in DDP under torchrun, compiled on request."""
