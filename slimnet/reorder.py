@@ -25,11 +25,13 @@ training.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping
 
 import torch
 
 from .nn import CalibratableBN, PerGroup, SlimModule, SwitchableBatchNorm2d, ref_groups
+from .nn.bn import SWITCHABLE_NOT_REORDERABLE
 
 __all__ = ["CRITERIA", "channel_importance", "reorder_channels", "ref_permutation"]
 
@@ -78,7 +80,6 @@ def channel_importance(net, criterion: str = "bn", data=None, num_images: int = 
 def _mean_abs_outputs(net, data, num_images: int) -> dict:
     """BN layer -> mean |output| per channel at the max config over up to ``num_images`` images."""
     from .calibrate import _batches
-    from .nn import StatsCollector
 
     bns = [m for m in net.modules() if isinstance(m, CalibratableBN)]
     sums = {m: 0 for m in bns}
@@ -87,13 +88,10 @@ def _mean_abs_outputs(net, data, num_images: int) -> dict:
         sums[module] = sums[module] + output.detach().abs().sum(dim=(0, 2, 3)).double()
 
     first = next(net.parameters())
-    previous, modes = net.active_config, {m: m.training for m in net.modules()}
-    net.set_channels(net.space.max())
-    net.eval()
     handles = [m.register_forward_hook(hook) for m in bns]
     seen = 0
     try:
-        with StatsCollector(bns):
+        with _max_config_on_batch_statistics(net):
             for images in _batches(data, first.device):
                 images = images[: num_images - seen]
                 net(images.to(first.dtype))
@@ -103,9 +101,6 @@ def _mean_abs_outputs(net, data, num_images: int) -> dict:
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
-        net.set_channels(previous)
     if not seen:
         raise ValueError("criterion 'activation': the data gave no images")
     return {m: (s / seen).float() for m, s in sums.items() if torch.is_tensor(s)}
@@ -144,8 +139,7 @@ def reorder_channels(net, criterion: str = "bn", data=None, num_images: int = 10
     computes the same outputs."""
     layers = _slim_layers(net)
     if any(isinstance(m, SwitchableBatchNorm2d) for m in layers):
-        raise TypeError("switchable BN keeps a private BN of each config's leading channels: reorder channels "
-                        "before making the S-Net, or in a supernet with universal or shared BN")
+        raise TypeError(SWITCHABLE_NOT_REORDERABLE)
     max_cfg = net.space.max()
     for m in layers:       # a narrower config's statistics describe channels that are about to move
         for key in getattr(m, "calibrated_keys", ()):
@@ -178,20 +172,26 @@ def reorder_channels(net, criterion: str = "bn", data=None, num_images: int = 10
 
 
 def _max_outputs(net) -> torch.Tensor:
-    """The max config's outputs on a fixed random batch, BN on batch statistics (no calibration
-    needed), dropout off: the check that reordering kept the function."""
-    from .nn import StatsCollector
-
+    """The max config's outputs on a fixed random batch: the check that reordering kept the function."""
     first = next(net.parameters())
     size, channels = net.arch["input_size"], net.arch["in_channels"]
     x = torch.randn(8, channels, size, size, generator=torch.Generator().manual_seed(0)).to(first)
+    with _max_config_on_batch_statistics(net):
+        return net(x).detach().float()
+
+
+@contextlib.contextmanager
+def _max_config_on_batch_statistics(net):
+    """``net`` at its max config in eval mode (dropout off) with BN on batch statistics (no
+    calibration needed); its config and every module's train/eval mode come back afterwards."""
+    from .nn import StatsCollector
+
     previous, modes = net.active_config, {m: m.training for m in net.modules()}
     net.set_channels(net.space.max())
     net.eval()
     try:
-        bns = [m for m in net.modules() if isinstance(m, CalibratableBN)]
-        with StatsCollector(bns):
-            return net(x).detach().float()
+        with StatsCollector([m for m in net.modules() if isinstance(m, CalibratableBN)]):
+            yield
     finally:
         for m, training in modes.items():
             m.training = training

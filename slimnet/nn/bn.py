@@ -287,6 +287,10 @@ class SlimBatchNorm2d(_CalibratableBN):
         return {name: "norm" for name, _ in self.named_parameters(recurse=False)}
 
 
+SWITCHABLE_NOT_REORDERABLE = ("switchable BN keeps a private BN of each config's leading channels: reorder "
+                              "channels before making the S-Net, or in a supernet with universal or shared BN")
+
+
 class SwitchableBatchNorm2d(_CalibratableBN):
     """BatchNorm for slimmable nets with a fixed list of configs: one private BN (own affine and
     own running statistics) per registered config, selected by the config's key."""
@@ -329,8 +333,7 @@ class SwitchableBatchNorm2d(_CalibratableBN):
 
     def permute_channels_(self, in_index, out_index) -> None:
         if out_index is not None:
-            raise TypeError("switchable BN keeps a private BN of each config's leading channels: reorder channels "
-                            "before making the S-Net, or in a supernet with universal or shared BN")
+            raise TypeError(SWITCHABLE_NOT_REORDERABLE)
 
     # -- SlimModule protocol (slimnet.nn.protocol) --------------------------------------------
     def channel_refs(self) -> LayerRefs:
