@@ -207,6 +207,9 @@ class Study:
     def done(self, name: str) -> bool:
         return os.path.exists(self.result_path(name))
 
+    def started(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.run_dir(name), "study.log"))
+
     def run_job(self, job: Job) -> None:
         os.makedirs(self.run_dir(job.name), exist_ok=True)
         log_path = os.path.join(self.run_dir(job.name), "study.log")
@@ -233,7 +236,8 @@ class Study:
     def run(self, jobs: list[Job]) -> int:
         os.makedirs(self.results, exist_ok=True)
         by_name = {j.name: j for j in jobs}
-        pending = [j for j in jobs if not self.done(j.name)]
+        # interrupted jobs first (a resumed session finishes what it started), then in the given order
+        pending = sorted((j for j in jobs if not self.done(j.name)), key=lambda j: not self.started(j.name))
         for j in jobs:
             if self.done(j.name):
                 print(f"[study] {j.name}: done earlier ({os.path.relpath(self.result_path(j.name), ROOT)})")

@@ -42,3 +42,24 @@ def test_study_parts_dependencies_resume_and_report(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("done earlier") == 3 and "started" not in r.stdout
+
+
+def test_interrupted_jobs_resume_before_new_ones(tmp_path, capsys):
+    """A rerun finishes what an earlier session started before it starts anything new."""
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench", "study_fashion_mnist.py"))
+    study_mod = importlib.util.module_from_spec(spec)
+    sys.modules["study"] = study_mod         # dataclasses look their module up there
+    spec.loader.exec_module(study_mod)
+    args = argparse.Namespace(results=str(tmp_path / "results"), runs=str(tmp_path / "runs"), jobs=1, threads=1,
+                              override=[])
+    study = study_mod.Study(args)
+    noop = [sys.executable, "-c", "pass"]
+    jobs = [study_mod.Job(name, "fixed", [("train", noop)], lambda walls: {"method": "x"}) for name in "abc"]
+    os.makedirs(study.run_dir("c"))
+    open(os.path.join(study.run_dir("c"), "study.log"), "w").close()    # "c" was interrupted
+    assert study.run(jobs) == 0
+    started = [line.split()[1].rstrip(":") for line in capsys.readouterr().out.splitlines() if "started" in line]
+    assert started == ["c", "a", "b"]
+    assert sorted(os.listdir(args.results)) == ["a.json", "b.json", "c.json"]
