@@ -119,18 +119,19 @@ def main(argv=None) -> None:
     exp = checkpoint_experiment(load_checkpoint(path))
     bundle = experiment_data(exp)
     device = torch.device("cpu")
+    # fixed batches, the same on every pass: built once for every criterion and width
+    calib = calibration_batches(bundle, args.calib_images, exp.experiment.seed, 500, device, True)
+    test = evaluation_batches(bundle, bundle.test, 500, device, True)
     rows = {}
     for criterion in (None, "bn", "l1", "activation"):
-        data = calibration_batches(bundle, args.calib_images, exp.experiment.seed, 500, device, True)
-        net = supernet_of(path, criterion, data)
+        net = supernet_of(path, criterion, calib)
         label = criterion or "as trained"
         rows[label] = {}
         for w in args.widths:
             cfg = net.space.uniform(w)
-            calib = calibration_batches(bundle, args.calib_images, exp.experiment.seed, 500, device, True)
             slimnet.calibrate_bn(net, cfg, calib, num_images=args.calib_images)
             net.set_channels(cfg)
-            rows[label][str(w)] = round(top1(net, evaluation_batches(bundle, bundle.test, 500, device, True)), 2)
+            rows[label][str(w)] = round(top1(net, test), 2)
             print(f"{label:>10}  width {w}: {rows[label][str(w)]:.2f}%", flush=True)
     result = {"command": "python " + " ".join(sys.argv), "model": CONFIG, "train_overrides": TRAIN,
               "epochs": args.epochs, "calib_images": args.calib_images, "test_images": len(bundle.test),
