@@ -82,3 +82,14 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 def write_json(path: str, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def tb_scalars(tb_dir: str, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every event of the scalar ``tag`` in a TensorBoard folder, in event order
+    (empty when the run never logged it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    ea.Reload()
+    if tag not in ea.Tags()["scalars"]:
+        return []
+    return [(e.step, e.value) for e in ea.Scalars(tag)]

@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import tb_scalars  # noqa: E402
 from slimnet.config import load_config  # noqa: E402
 from slimnet.train.distributed import init_distributed  # noqa: E402
 from slimnet.train.trainer import Trainer  # noqa: E402
@@ -103,10 +104,7 @@ def make_trainer(exp, recorder_args):
 
 
 def original_losses(tb_dir: str, n: int) -> dict:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    ea = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
-    ea.Reload()
-    return {e.step: e.value for e in ea.Scalars("train/loss_max")[:n]}
+    return dict(tb_scalars(tb_dir, "train/loss_max")[:n])
 
 
 def main(argv=None):

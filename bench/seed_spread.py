@@ -24,24 +24,15 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[0:1] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+sys.path[0] = ROOT       # the repository root, not bench/
 
-from common import markdown_table, write_json  # noqa: E402
-
-
-def grad_norms(tb_dir: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    ea = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
-    ea.Reload()
-    if "train/grad_norm" not in ea.Tags()["scalars"]:
-        return []
-    return sorted({e.step: e.value for e in ea.Scalars("train/grad_norm")}.items())
+from bench.common import markdown_table, tb_scalars, write_json  # noqa: E402
 
 
 def summarise_run(run_dir: str) -> dict:
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     steps = rows[0]["step"]                                    # steps per epoch
-    norms = grad_norms(os.path.join(run_dir, "tb"))
+    norms = sorted(dict(tb_scalars(os.path.join(run_dir, "tb"), "train/grad_norm")).items())
     per_epoch = []
     for r in rows:
         lo, hi = r["step"] - steps, r["step"]
