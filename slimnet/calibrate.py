@@ -22,7 +22,7 @@ def _bn_layers(net):
     return layers
 
 
-def _batches(data, device):
+def image_batches(data, device):
     """Yield image batches (N, C, H, W) from: a bare tensor (one batch; a single image (C, H, W)
     counts as a batch of one), a DataLoader / iterable of (images, labels) pairs or of image
     tensors (a list/tuple of tensors is a list of batches)."""
@@ -59,7 +59,7 @@ def calibrate_bn(net, cfg, data, num_images: int = 2000, device=None) -> int:
     seen = 0
     try:
         with collector, collector.recording(stats):
-            for images in _batches(data, device):
+            for images in image_batches(data, device):
                 images = images[: num_images - seen]
                 net(images)
                 seen += images.shape[0]

@@ -30,6 +30,7 @@ from typing import Mapping
 
 import torch
 
+from .calibrate import image_batches
 from .nn import CalibratableBN, PerGroup, SlimModule, SwitchableBatchNorm2d, ref_groups
 from .nn.bn import SWITCHABLE_NOT_REORDERABLE
 
@@ -79,8 +80,6 @@ def channel_importance(net, criterion: str = "bn", data=None, num_images: int = 
 
 def _mean_abs_outputs(net, data, num_images: int) -> dict:
     """BN layer -> mean |output| per channel at the max config over up to ``num_images`` images."""
-    from .calibrate import _batches
-
     bns = [m for m in net.modules() if isinstance(m, CalibratableBN)]
     sums = {m: 0 for m in bns}
 
@@ -92,7 +91,7 @@ def _mean_abs_outputs(net, data, num_images: int) -> dict:
     seen = 0
     try:
         with _max_config_on_batch_statistics(net):
-            for images in _batches(data, first.device):
+            for images in image_batches(data, first.device):
                 images = images[: num_images - seen]
                 net(images.to(first.dtype))
                 seen += len(images)

@@ -183,6 +183,11 @@ def test_mode_and_bn_must_agree():
     # the naive shared-BN ablation is a switchable-mode choice
     cfg = load_config(None, ["train.mode=switchable", "train.widths=[1.0, 0.5]", "model.bn=shared"])
     assert cfg.model.bn == "shared"
+    # universal BN has no running statistics: evaluating without calibration would fail after epoch 1
+    for mode in ("universal", "autoslim"):
+        with pytest.raises(ConfigError, match=rf"eval\.calibrate: {mode} mode's universal BN tracks no statistics"):
+            load_config(None, [f"train.mode={mode}", "eval.calibrate=false"])
+    assert load_config(None, ["train.mode=switchable", "train.widths=[1.0]", "eval.calibrate=false"])
 
 
 def test_widths_outside_the_model_range():

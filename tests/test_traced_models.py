@@ -192,10 +192,12 @@ def test_a_child_holds_no_reference_to_its_supernet_and_copies_as_itself():
 def test_model_reorder_sorts_a_fresh_runs_channels_and_is_refused_where_meaningless(tmp_path, capsys):
     common = [f"model.name={TINY}", "data.input_size=16", "data.subset=128", "data.heldout_size=64",
               "data.test_subset=50", "train.epochs=1", "eval.calib_images=32", "eval.widths=[1.0,0.5]"]
-    for criterion in ("l1", "activation"):
+    # activation reads the calibration images even where evaluation does not calibrate (shared BN)
+    no_calib = ["train.mode=switchable", "model.bn=shared", "train.widths=[1.0,0.5]", "eval.calibrate=false"]
+    for criterion, extra in (("l1", []), ("activation", no_calib)):
         out = tmp_path / criterion
         assert cli(["train", "--config", "configs/fashion_mnist/traced_resnet18.yaml", "--quiet",
-                    f"experiment.output_dir={out}", f"model.reorder={criterion}", *common]) == 0
+                    f"experiment.output_dir={out}", f"model.reorder={criterion}", *common, *extra]) == 0
         assert f"by {criterion}" in capsys.readouterr().out
     base = dict(data={"name": "fashion_mnist"}, model={"name": TINY, "reorder": "bn"})
     with pytest.raises(ConfigError, match="a fixed child has no narrower widths"):

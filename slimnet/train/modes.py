@@ -110,6 +110,8 @@ class Sandwich(TrainingMode):
         super().validate(exp, source)
         check(not exp.train.widths, "train.widths", f"{self.name} mode samples widths in [model.min_width, "
               "model.max_width] each step; remove train.widths (use eval.widths for evaluation)")
+        check(exp.eval.calibrate is not False, "eval.calibrate", f"{self.name} mode's universal BN tracks no "
+              "statistics in training, so every evaluation calibrates first; remove eval.calibrate: false")
 
     def build(self, exp, arch: dict):
         net = build(exp.model.name, **arch, bn=exp.model.bn or self.bn_kinds[0])

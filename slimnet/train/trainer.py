@@ -123,7 +123,8 @@ class Trainer:
         torch.manual_seed(exp.experiment.seed)
         self.raw, self.plan = build_model(exp, bundle.num_classes, bundle.in_channels, bundle.input_size)
         self.best_label = best_label(self.plan, exp)
-        self.loaders = build_loaders(exp, bundle, device, self.plan.calibrate, self.dist.rank, self.dist.world)
+        need_calib = self.plan.calibrate or exp.model.reorder == "activation"    # its importance is measured on them
+        self.loaders = build_loaders(exp, bundle, device, need_calib, self.dist.rank, self.dist.world)
         self.steps_per_epoch = self.loaders.sampler.batches_per_epoch
         self.widths = self.plan.mode.sampler(self.raw, self.plan, exp)
         self.raw.to(device)
@@ -153,9 +154,6 @@ class Trainer:
         from ..reorder import reorder_channels
         criterion = self.exp.model.reorder
         data = self.loaders.calib if criterion == "activation" else None
-        if criterion == "activation" and data is None:
-            raise ConfigError("model.reorder: 'activation' averages over the calibration images, and this run "
-                              "has none (eval.calibrate: false); use bn or l1")
         perms = reorder_channels(self.raw, criterion, data, num_images=self.exp.eval.calib_images)
         self.log(f"model.reorder: sorted the channels of {len(perms)} group(s) by {criterion}")
 
