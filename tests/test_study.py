@@ -44,8 +44,7 @@ def test_study_parts_dependencies_resume_and_report(tmp_path):
     assert r.stdout.count("done earlier") == 3 and "started" not in r.stdout
 
 
-def test_interrupted_jobs_resume_before_new_ones(tmp_path, capsys):
-    """A rerun finishes what an earlier session started before it starts anything new."""
+def _study(tmp_path, **kw):
     import argparse
     import importlib.util
     spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench", "study_fashion_mnist.py"))
@@ -53,8 +52,29 @@ def test_interrupted_jobs_resume_before_new_ones(tmp_path, capsys):
     sys.modules["study"] = study_mod         # dataclasses look their module up there
     spec.loader.exec_module(study_mod)
     args = argparse.Namespace(results=str(tmp_path / "results"), runs=str(tmp_path / "runs"), jobs=1, threads=1,
-                              override=[])
-    study = study_mod.Study(args)
+                              override=[], **kw)
+    return study_mod, study_mod.Study(args)
+
+
+def test_one_autoslim_search_whose_configs_every_seed_retrains(tmp_path):
+    _, study = _study(tmp_path, search_images=2500, prescreen=500, leaders=2, calib_counts=[50], calib_draws=1)
+    jobs = {j.name: j for j in study.jobs([0, 1]) if j.part == "autoslim"}
+    retrains = [f"autoslim_retrain_{w}_s{s}" for s in (0, 1) for w in ("w100", "w075", "w050", "w035")]
+    assert sorted(jobs) == sorted(["autoslim_supernet_s0", "autoslim_search_s0", *retrains])
+    assert jobs["autoslim_search_s0"].deps == ["autoslim_supernet_s0"]
+    for name in retrains:
+        assert jobs[name].deps == ["autoslim_search_s0"]
+        train_argv = jobs[name].steps[0][1]
+        assert f"experiment.seed={name[-1]}" in train_argv
+        channels = next(a for a in train_argv if a.startswith("model.channels="))
+        assert os.path.join("autoslim_supernet_s0", "search") in channels
+    assert list(jobs)[0] == "autoslim_supernet_s0"            # the longest chain is queued first
+
+
+def test_interrupted_jobs_resume_before_new_ones(tmp_path, capsys):
+    """A rerun finishes what an earlier session started before it starts anything new."""
+    study_mod, study = _study(tmp_path)
+    args = study.args
     noop = [sys.executable, "-c", "pass"]
     jobs = [study_mod.Job(name, "fixed", [("train", noop)], lambda walls: {"method": "x"}) for name in "abc"]
     os.makedirs(study.run_dir("c"))
