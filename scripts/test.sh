@@ -7,4 +7,5 @@ ensure_fashion_mnist || echo "[test] Fashion-MNIST not installed: tests that nee
 # One thread per process: several tests start 2-process DDP runs or subprocesses on a 2-core machine.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 "$PY" -m ruff check slimnet tests bench tools
-"$PY" -m pytest -q "$@"
+# The slowest tests are listed so the suite's 10-minute budget on 2 cores stays visible.
+"$PY" -m pytest -q --durations=15 "$@"
