@@ -119,8 +119,7 @@ class Sandwich(TrainingMode):
             eval_configs = resolve_entries(exp.eval.widths, net.space, "eval.widths", check_min=True)
         else:
             eval_configs = spread_configs(net.space, 4)
-        calibrate = True if exp.eval.calibrate is None else exp.eval.calibrate
-        return net, TrainPlan(self, [], eval_configs, calibrate)
+        return net, TrainPlan(self, [], eval_configs, calibrate=True)     # validate() refused calibrate: false
 
     def sampler(self, net, plan: TrainPlan, exp):
         largest, smallest, draw = self.ends_and_draw(net.space)
