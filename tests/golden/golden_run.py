@@ -4,10 +4,16 @@ Trains each mode (switchable, universal, autoslim, fixed) for a few steps on ran
 Fashion-MNIST-format images, runs the greedy search on the AutoSlim supernet, exports and
 evaluates a searched child, and records, per step, fingerprints (SHA-256 of the exact bytes) of
 the weights, BN statistics, losses, the search trajectory and every output. A restructuring that
-keeps behaviour reproduces every fingerprint bit for bit on the same CPU and torch version
+keeps behaviour reproduces every fingerprint bit for bit with the same torch version
 (tests/test_golden.py). Record anew only when a change of behaviour is intended:
 
     python tests/golden/golden_run.py --record      # writes tests/golden/golden_run.json
+
+Kernels are chosen by the CPU: an AVX-512 machine runs other ATen and oneDNN kernels than an
+AVX2 one, and their results differ in the last bits (measured: every fingerprint changed between
+the two). The run therefore pins both libraries to their AVX2 kernels (``PINNED_KERNELS``, set in
+the environment before torch loads: the script re-executes itself with them), which every x86
+machine with AVX2 or AVX-512 runs alike.
 """
 from __future__ import annotations
 
@@ -20,11 +26,23 @@ import os
 import sys
 import tempfile
 
-import torch
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 GOLDEN = os.path.join(HERE, "golden_run.json")
+# read by torch and oneDNN when they load, so they must be in the environment before ``import torch``
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pinned() -> bool:
+    return all(os.environ.get(k) == v for k, v in PINNED_KERNELS.items())
+
+
+if __name__ == "__main__" and not pinned():
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+              {**os.environ, **PINNED_KERNELS})
+
+import torch  # noqa: E402
+
 sys.path[0:0] = [ROOT, os.path.dirname(HERE)]   # slimnet, tests/helpers.py
 
 from helpers import write_noise_fashion  # noqa: E402
@@ -103,7 +121,11 @@ def _load(path):
 
 
 def run(work: str) -> dict:
-    """Every fingerprint of the golden run, computed in the folder ``work``."""
+    """Every fingerprint of the golden run, computed in the folder ``work`` (in a process started
+    with ``PINNED_KERNELS``)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise RuntimeError(f"the golden run needs torch's AVX2 kernels (environment {PINNED_KERNELS} before torch "
+                           f"loads); this process runs {torch.backends.cpu.get_cpu_capability()}")
     torch.set_num_threads(1)
     data = write_noise_fashion(os.path.join(work, "fm"), n_train=64, n_test=32, seed=7)
     out = {}
@@ -156,7 +178,7 @@ def run(work: str) -> dict:
 def record() -> dict:
     with tempfile.TemporaryDirectory() as work:
         fingerprints = run(work)
-    golden = {"torch": torch.__version__, "fingerprints": fingerprints}
+    golden = {"torch": torch.__version__, "kernels": PINNED_KERNELS, "fingerprints": fingerprints}
     with open(GOLDEN, "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")
@@ -166,9 +188,15 @@ def record() -> dict:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--record", action="store_true", help=f"write {os.path.relpath(GOLDEN, ROOT)}")
+    p.add_argument("--out", help="write this run's fingerprints (JSON) here instead of printing them")
     args = p.parse_args()
     if args.record:
         print(json.dumps(record(), indent=1))
     else:
         with tempfile.TemporaryDirectory() as work:
-            print(json.dumps(run(work), indent=1))
+            text = json.dumps({"torch": torch.__version__, "fingerprints": run(work)}, indent=1)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+        else:
+            print(text)
