@@ -14,6 +14,14 @@ ratio supernet / child is the price of slicing; the target is <= 1.10 at every w
 ``--parts depthwise`` times every depthwise conv shape of the model at max width, forward +
 backward, with PyTorch's kernel (``F.conv2d``) against ``slimnet.ops.depthwise_conv2d`` (its tap
 weight gradient for inputs of at most ``TAP_MAX_POSITIONS`` positions), interleaved.
+
+``--parts inference`` times what the search, evaluation and BN calibration run: forward passes
+without autograd (``torch.inference_mode``), BN on batch statistics, at each width, of the same
+supernet in contiguous and in channels_last memory format, interleaved (``--channels-last`` does
+not apply):
+
+    python bench/bench_ops.py --parts inference --input-size 28 --in-channels 1 --downsample imagenet \
+        --max-width 1.5 --min-width 0.2 --widths 0.2 0.5 1.0 1.5 --batch-size 500 --threads 1
 """
 from __future__ import annotations
 
@@ -46,7 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--downsample", choices=["auto", "imagenet", "small"], default=None,
                    help="MobileNet v2's downsample option (default: the model's)")
     p.add_argument("--channels-last", action="store_true", help="models and input in channels_last")
-    p.add_argument("--parts", nargs="+", default=["layers"], choices=["layers", "depthwise"],
+    p.add_argument("--max-width", type=float, default=1.0)
+    p.add_argument("--min-width", type=float, default=0.35)
+    p.add_argument("--parts", nargs="+", default=["layers"], choices=["layers", "depthwise", "inference"],
                    help="layers: supernet vs child per width; depthwise: the depthwise conv kernels")
     p.add_argument("--repeats", type=int, default=30, help="timed forward+backward steps per model and width")
     p.add_argument("--warmup", type=int, default=3)
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     kwargs = dict(num_classes=args.num_classes, in_channels=args.in_channels, input_size=args.input_size,
-                  max_width=1.0, min_width=0.35)
+                  max_width=args.max_width, min_width=args.min_width)
     if args.downsample:
         kwargs["downsample"] = args.downsample
     mf = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -134,6 +144,8 @@ def main(argv=None) -> int:
         out["depthwise"] = depthwise(args, supernet, x, device)
     if "layers" in args.parts:
         out.update(layers(args, supernet, x, kwargs, device, mf))
+    if "inference" in args.parts:
+        out["inference"] = inference(args, supernet, x, device)
     write_json(args.out, out)
     print(f"\nwrote {args.out}")
     return 0
@@ -165,6 +177,38 @@ def layers(args, supernet, x, kwargs, device, mf) -> dict:
     print()
     print(markdown_table(["width", "MACs", "supernet ms", "child ms", "ratio"], rows))
     return {"description": title, "results": results}
+
+
+def inference(args, supernet, x, device) -> list[dict]:
+    """Forward without autograd (BN on batch statistics, as the search scores and calibration runs),
+    contiguous against channels_last, the same weights, interleaved, per width."""
+    import copy
+    nets = {"contiguous": supernet.to(memory_format=torch.contiguous_format),
+            "channels_last": copy.deepcopy(supernet).to(memory_format=torch.channels_last)}
+    inputs = {"contiguous": x.contiguous(), "channels_last": x.contiguous(memory_format=torch.channels_last)}
+    rows, results = [], []
+    for width in args.widths:
+        for net in nets.values():
+            cfg = net.set_width(width)
+
+        def forward(name):
+            def run():
+                with torch.inference_mode():
+                    nets[name](inputs[name])
+            return run
+        times = time_interleaved({k: forward(k) for k in nets}, repeats=args.repeats, warmup=args.warmup,
+                                 device=device)
+        a, b = (statistics.median(times[k]) * 1e3 for k in nets)
+        macs = slimnet.profile(supernet.space, cfg).macs
+        results.append({"width": width, "macs": macs, "contiguous_ms": round(a, 3), "channels_last_ms": round(b, 3),
+                        "speedup": round(a / b, 3)})
+        rows.append([width, f"{macs / 1e6:.1f}M", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x"])
+        print(f"width {width}: contiguous {a:.1f} ms, channels_last {b:.1f} ms", flush=True)
+    print(f"\n{args.model}, forward without autograd, BN on batch statistics, batch {args.batch_size}, "
+          f"{args.input_size}x{args.input_size}, {device.type}, {torch.get_num_threads()} threads, median of "
+          f"{args.repeats} interleaved repeats\n")
+    print(markdown_table(["width", "MACs", "contiguous ms", "channels_last ms", "channels_last speedup"], rows))
+    return results
 
 
 if __name__ == "__main__":

@@ -133,3 +133,45 @@ def test_evaluate_calibrates_on_the_images_training_calibrated_on(tmp_path, caps
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--width", "0.25", "--recalibrate",
                  "--calibrate-images", "20", "--calibrate-seed", "12", "--batch-size", "10", "--json", str(out)]) == 0
     assert json.load(open(out))["results"][0]["loss"] != pytest.approx(logged["0.25"]["loss"], rel=1e-6)
+
+
+def test_evaluate_and_search_run_in_the_training_memory_format(supernet_ckpt, tmp_path, monkeypatch, capsys):
+    """A supernet trained with train.channels_last is evaluated and searched in channels_last (its
+    weights and activations), with the same results as in contiguous format."""
+    import slimnet.commands.evaluate as evaluate_command
+    from slimnet.search import GreedySearch
+
+    net, _ = load_supernet(supernet_ckpt)
+    cl = tmp_path / "cl" / "best.pt"
+    save_checkpoint(cl, net, config={"data": DATA_CFG, "train": {"channels_last": True}})
+
+    seen = []
+
+    def conv_weights_channels_last(model):
+        convs = [m.weight for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() == 4
+                 and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1]
+        return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+
+    real_evaluate = evaluate_command.evaluate
+    monkeypatch.setattr(evaluate_command, "evaluate",
+                        lambda model, *a, **k: seen.append(conv_weights_channels_last(model)) or real_evaluate(model, *a, **k))
+    rows = {}
+    for name, path in (("contiguous", supernet_ckpt), ("channels_last", cl)):
+        j = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--checkpoint", str(path), "--width", "0.5", "--width", "0.25", "--test-subset", "100",
+                     "--calibrate-images", "100", "--json", str(j)]) == 0
+        rows[name] = json.load(open(j))["results"]
+    assert seen == [False, False, True, True]
+    for a, b in zip(rows["contiguous"], rows["channels_last"]):
+        assert a["top1"] == b["top1"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4)   # summation order only
+
+    searched = []
+    real_init = GreedySearch.__init__
+
+    def spy(self, net, *a, **k):
+        searched.append(conv_weights_channels_last(net))
+        real_init(self, net, *a, **k)
+    monkeypatch.setattr(GreedySearch, "__init__", spy)
+    assert main(["autoslim", "--checkpoint", str(cl), "--macs", "2.3M", "--out", str(tmp_path / "s"), "--no-plot",
+                 "--quiet", "--search-images", "64", "--prescreen", "0"]) == 0
+    assert searched == [True]

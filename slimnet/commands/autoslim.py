@@ -46,6 +46,7 @@ from .common import (
     calibration_data,
     check_counts,
     checkpoint_experiment,
+    in_training_memory_format,
     load_bundle,
     parse_count,
     preload,
@@ -178,6 +179,7 @@ def run(args) -> int:
         raise ValueError("the search scores candidates on a held-out split of the training set and this checkpoint's "
                          "config has none: give --heldout-size N (ideally the split the supernet was trained without)")
     bundle = load_bundle(exp, "the search", net)
+    in_training_memory_format(net, exp)
     images, labels = preload(bundle.heldout, args.search_images)
     calib = _calibration_images(options_from_args(STRATEGIES[args.strategy].options_type, args), exp, bundle, args)
     os.makedirs(out, exist_ok=True)

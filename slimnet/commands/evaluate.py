@@ -18,6 +18,7 @@ from .common import (
     checkpoint_experiment,
     config_of,
     ensure_calibrated,
+    in_training_memory_format,
     load_bundle,
     resolve_checkpoint,
     test_data,
@@ -98,9 +99,9 @@ def _supernet_rows(args, device) -> list[dict]:
     """A supernet's widths / channel configs (or a fixed-child checkpoint) on the test split."""
     path = resolve_checkpoint(args)
     net, ckpt = load_supernet(path)
-    net.to(device)
-    items = _supernet_items(net, ckpt, path, args)
     exp = checkpoint_experiment(ckpt, args)
+    in_training_memory_format(net.to(device), exp)      # before calibration: both run faster in it
+    items = _supernet_items(net, ckpt, path, args)
     bundle = load_bundle(exp, "evaluation", net, test_subset=args.test_subset)
     test = test_data(exp, bundle, args, device)
     rows = []
