@@ -12,6 +12,9 @@ official 10,000 test images:
   autoslim     a 1.5x AutoSlim supernet (trained without a 5,000-image held-out split), greedy
                search at the MACs of the 4 uniform widths (both with the first seed), the found
                configs retrained alone with every seed
+  convergence  the individual 1.0x model trained for twice the study's epochs (--long-epochs): does
+               more training change the baseline? (With a cosine schedule the last 20% of epochs are
+               its anneal, which gains on any length, so that bar alone cannot say.)
   calibration  US-Net accuracy at widths 0.35 and 1.0 against the number of calibration images
   costs        exported-child latency against torchvision's plain MobileNet v2 with the same channels
                and against the supernet at that width (runs alone, nothing else in parallel)
@@ -47,7 +50,8 @@ from study_report import WIDTHS, write_report  # noqa: E402  (bench/study_report
 
 from slimnet.utils import atomic_write_text  # noqa: E402
 
-PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "costs")
+PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "convergence", "costs")
+LONG_WIDTHS = (1.0,)       # the convergence part's widths: the widest model gains most late in training
 US_WIDTHS = "0.35:1.0:0.05"
 CALIB_COUNTS = (250, 500, 1000, 2000, 4000, 8000)
 CALIB_DRAWS = 3             # random draws of calibration images (counts <= 2000; one draw above)
@@ -102,6 +106,10 @@ class Study:
                                                 ["--widths", US_WIDTHS, "--calibrate-images", "2000"],
                                                 {"method": method}))
         jobs.append(self.calibration_job(seeds[0]))
+        jobs += [self.train_eval_job(f"fixed_{tag(w)}_e{self.args.long_epochs}_s{seeds[0]}", "convergence",
+                                     f"fmnist_fixed_{tag(w)}.yaml", seeds[0], [],
+                                     {"method": "fixed_long", "width": w, "epochs": self.args.long_epochs},
+                                     extra=[f"train.epochs={self.args.long_epochs}"]) for w in LONG_WIDTHS]
         jobs.append(Job("costs", "costs", [("costs", [self.py, os.path.abspath(__file__), "--measure-costs",
                                                       os.path.join(self.results, "costs.partial.json")])],
                         lambda walls: {**_read_json(os.path.join(self.results, "costs.partial.json")),
@@ -364,6 +372,7 @@ def main(argv=None) -> int:
                    help="calibration part: numbers of calibration images")
     p.add_argument("--calib-draws", type=int, default=CALIB_DRAWS,
                    help="calibration part: random draws per count up to 2000 images")
+    p.add_argument("--long-epochs", type=int, default=60, help="convergence part: epochs of the long run")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every training run (e.g. data.root=DIR), repeatable")
     p.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "study_fashion_mnist"))

@@ -145,8 +145,17 @@ def claims(d: dict) -> list[tuple[str, str, str]]:
                     ", ".join(f"{w:g}: {v:+.2f}" for w, v in sorted(diffs.items(), reverse=True)),
                     ("yes" if min(diffs.values()) >= 0 else "no") +
                     ("" if len(diffs) == len(WIDTHS) else f" ({len(diffs)} of {len(WIDTHS)} budgets so far)")))
+    for r in d["records"].get("fixed_long", []):      # the same model and seed, trained longer
+        short = [x for x in d["records"].get("fixed", []) if x["width"] == r["width"] and x["seed"] == r["seed"]]
+        if short:
+            a, b = short[0]["eval"][0]["top1"], r["eval"][0]["top1"]
+            n = short[0]["train"]["epochs"]
+            out.append((f"individual {r['width']:g}x converged at {n} epochs: {r['epochs']} epochs gain < {CONVERGED} pt "
+                        f"(seed {r['seed']})", f"{n} epochs: {a:.2f}, {r['epochs']}: {b:.2f} ({b - a:+.2f})",
+                        "yes" if b - a < CONVERGED else "no"))
     conv = convergence(d["records"])
-    fixed = [row for row in conv if row[0].startswith("fixed_")]
+    individual = {r["job"] for r in d["records"].get("fixed", [])}
+    fixed = [row for row in conv if row[0] in individual]
     if fixed:
         per_w = defaultdict(list)
         for row in fixed:

@@ -52,7 +52,7 @@ def _study(tmp_path, **kw):
     sys.modules["study"] = study_mod         # dataclasses look their module up there
     spec.loader.exec_module(study_mod)
     args = argparse.Namespace(results=str(tmp_path / "results"), runs=str(tmp_path / "runs"), jobs=1, threads=1,
-                              override=[], **kw)
+                              override=[], long_epochs=60, **kw)
     return study_mod, study_mod.Study(args)
 
 
@@ -83,3 +83,27 @@ def test_interrupted_jobs_resume_before_new_ones(tmp_path, capsys):
     started = [line.split()[1].rstrip(":") for line in capsys.readouterr().out.splitlines() if "started" in line]
     assert started == ["c", "a", "b"]
     assert sorted(os.listdir(args.results)) == ["a.json", "b.json", "c.json"]
+
+
+def test_report_compares_the_long_run_with_the_same_model_and_seed(tmp_path):
+    """The convergence part's claim: the individual model trained twice as long, against the study's
+    run of the same width and seed (not the mean, not another width)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+
+    def record(job, method, width, seed, top1, epochs):
+        curve = [top1 - 1.0] * (epochs - 1) + [top1]
+        return {"job": job, "method": method, "width": width, "seed": seed, "epochs": epochs,
+                "eval": [{"name": job, "top1": top1, "macs": 1}],
+                "train": {"epochs": epochs, "top1_per_epoch": {str(width): curve}}}
+    results = tmp_path / "r"
+    results.mkdir()
+    for rec in (record("fixed_w100_s0", "fixed", 1.0, 0, 93.0, 30), record("fixed_w100_s1", "fixed", 1.0, 1, 92.0, 30),
+                record("fixed_w050_s0", "fixed", 0.5, 0, 91.0, 30),
+                record("fixed_w100_e60_s0", "fixed_long", 1.0, 0, 93.5, 60)):
+        (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    rows = {c: (m, v) for c, m, v in study_report.claims(study_report.collect(str(results)))}
+    assert rows["individual 1x converged at 30 epochs: 60 epochs gain < 0.3 pt (seed 0)"] == \
+        ("30 epochs: 93.00, 60: 93.50 (+0.50)", "no")
+    # the long run stays out of the individual models' statistics and their convergence row
+    assert rows["individual models converged (last 20% of epochs gain < 0.3 pt, mean of seeds)"][0] == "1.0: +1.00, 0.5: +1.00"
