@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -175,10 +176,15 @@ class Study:
                  ("evaluate in supernet", self.evaluate(ckpt, ev, *[x for b in budgets.values() for x in
                                                                   ("--channels", os.path.join(search_dir, f"{b.label}.json"))]))]
 
+        found = os.path.join(self.results, search)     # the found configs, kept with the results
+
         def collect_search(walls):
             traj = [json.loads(line) for line in open(os.path.join(search_dir, "autoslim_trajectory.jsonl"))]
+            os.makedirs(found, exist_ok=True)
+            for name in [f"{b.label}.json" for b in budgets.values()] + ["autoslim_trajectory.jsonl"]:
+                shutil.copyfile(os.path.join(search_dir, name), os.path.join(found, name))
             return {"method": "autoslim_search", "seed": seed, "budgets": {str(w): b.value for w, b in budgets.items()},
-                    "files": {str(w): os.path.relpath(os.path.join(search_dir, f"{b.label}.json"), ROOT)
+                    "files": {str(w): os.path.relpath(os.path.join(found, f"{b.label}.json"), ROOT)
                               for w, b in budgets.items()},
                     "removals": len(traj), "iterations": len({r["iteration"] for r in traj}),
                     "candidates": sum(r["candidates"] or 0 for r in traj),
@@ -187,7 +193,7 @@ class Study:
         jobs.append(Job(search, "autoslim", steps, collect_search, deps=[sup]))
         for s in seeds:
             for w, b in budgets.items():
-                channels = os.path.join(search_dir, f"{b.label}.json")
+                channels = os.path.join(found, f"{b.label}.json")   # committed: retrains need no supernet
                 jobs.append(self.train_eval_job(f"autoslim_retrain_{tag(w)}_s{s}", "autoslim",
                                                 "fmnist_autoslim_retrain.yaml", s, [],
                                                 {"method": "autoslim", "budget_width": w, "budget_macs": b.value,

@@ -2,6 +2,7 @@
 raw JSON, resume (finished jobs are skipped) and the report."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,7 +68,7 @@ def test_one_autoslim_search_whose_configs_every_seed_retrains(tmp_path):
         train_argv = jobs[name].steps[0][1]
         assert f"experiment.seed={name[-1]}" in train_argv
         channels = next(a for a in train_argv if a.startswith("model.channels="))
-        assert os.path.join("autoslim_supernet_s0", "search") in channels
+        assert channels.startswith(f"model.channels={os.path.join(str(tmp_path), 'results', 'autoslim_search_s0')}")
     assert list(jobs)[0] == "autoslim_supernet_s0"            # the longest chain is queued first
 
 
@@ -107,3 +108,29 @@ def test_report_compares_the_long_run_with_the_same_model_and_seed(tmp_path):
         ("30 epochs: 93.00, 60: 93.50 (+0.50)", "no")
     # the long run stays out of the individual models' statistics and their convergence row
     assert rows["individual models converged (last 20% of epochs gain < 0.3 pt, mean of seeds)"][0] == "1.0: +1.00, 0.5: +1.00"
+
+
+def test_search_keeps_its_configs_with_the_results(tmp_path):
+    """The finished search copies its channel JSONs (and trajectory) next to the result records, which
+    are committed, and the retrains read them there: they need nothing from the supernet's folder."""
+    _, study = _study(tmp_path, search_images=64, prescreen=0, leaders=2, calib_counts=[50], calib_draws=1)
+    jobs = {j.name: j for j in study.jobs([0]) if j.part == "autoslim"}
+    search_dir = tmp_path / "runs" / "autoslim_supernet_s0" / "search"
+    search_dir.mkdir(parents=True)
+    labels = [os.path.basename(a) for a in jobs["autoslim_search_s0"].steps[1][1] if a.endswith(".json")
+              and "eval" not in a]
+    assert len(labels) == 4
+    for label in labels:
+        (search_dir / label).write_text(json.dumps({"label": label}))
+    (search_dir / "autoslim_trajectory.jsonl").write_text(json.dumps({"iteration": 1, "candidates": 3, "elapsed_s": 2.0}) + "\n")
+    (search_dir / "eval_in_supernet.json").write_text(json.dumps({"results": []}))
+    record = jobs["autoslim_search_s0"].collect([])
+    found = tmp_path / "results" / "autoslim_search_s0"
+    assert sorted(os.listdir(found)) == sorted(labels + ["autoslim_trajectory.jsonl"])
+    assert all(json.loads((found / label).read_text()) == {"label": label} for label in labels)
+    assert sorted(os.path.basename(f) for f in record["files"].values()) == sorted(labels)
+    shutil.rmtree(tmp_path / "runs")                           # the supernet's folder is gone
+    for name, job in jobs.items():
+        if name.startswith("autoslim_retrain_"):
+            channels = next(a for a in job.steps[0][1] if a.startswith("model.channels="))
+            assert os.path.exists(channels.split("=", 1)[1])
