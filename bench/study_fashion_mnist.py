@@ -96,6 +96,11 @@ class Study:
     # -- the jobs ------------------------------------------------------------------------------
     def jobs(self, seeds) -> list[Job]:
         jobs = self.autoslim_jobs(seeds)        # the longest chain first
+        # then whether the schedule is long enough, which decides whether the rest is worth running at it
+        jobs += [self.train_eval_job(f"fixed_{tag(w)}_e{self.args.long_epochs}_s{seeds[0]}", "convergence",
+                                     f"fmnist_fixed_{tag(w)}.yaml", seeds[0], [],
+                                     {"method": "fixed_long", "width": w, "epochs": self.args.long_epochs},
+                                     extra=[f"train.epochs={self.args.long_epochs}"]) for w in LONG_WIDTHS]
         for s in seeds:
             jobs += [self.train_eval_job(f"fixed_{tag(w)}_s{s}", "fixed", f"fmnist_fixed_{tag(w)}.yaml", s, [],
                                          {"method": "fixed", "width": w}) for w in WIDTHS]
@@ -107,10 +112,6 @@ class Study:
                                                 ["--widths", US_WIDTHS, "--calibrate-images", "2000"],
                                                 {"method": method}))
         jobs.append(self.calibration_job(seeds[0]))
-        jobs += [self.train_eval_job(f"fixed_{tag(w)}_e{self.args.long_epochs}_s{seeds[0]}", "convergence",
-                                     f"fmnist_fixed_{tag(w)}.yaml", seeds[0], [],
-                                     {"method": "fixed_long", "width": w, "epochs": self.args.long_epochs},
-                                     extra=[f"train.epochs={self.args.long_epochs}"]) for w in LONG_WIDTHS]
         jobs.append(Job("costs", "costs", [("costs", [self.py, os.path.abspath(__file__), "--measure-costs",
                                                       os.path.join(self.results, "costs.partial.json")])],
                         lambda walls: {**_read_json(os.path.join(self.results, "costs.partial.json")),
