@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end, on Fashion-MNIST (about 10 minutes on 2 CPU cores):
+# The main job, end to end, on Fashion-MNIST (6-9 minutes on 2 CPU cores once torch is installed):
 #   set up .venv -> get the data -> train an AutoSlim supernet (ResNet-20, 16x16 input, 3 epochs
 #   on the full training set) -> greedy search for two MACs budgets -> export the child of one
 #   budget (PyTorch, TorchScript, ONNX) -> evaluate supernet widths, searched configs and the child.
