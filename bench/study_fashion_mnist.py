@@ -313,7 +313,10 @@ def _train_stats(run: str) -> dict:
     for r in rows:                       # test top-1 of every evaluated width after each epoch
         for label, res in (r.get("eval") or {}).items():
             top1.setdefault(label, []).append(res["top1"])
+    # epoch_s: each epoch's wall time, training and evaluation (a resumed epoch counts from the resume):
+    # their sum is the job's training time over all the sessions it ran in
     return {"epochs": len(rows), "images_per_s": [round(r["images_per_s"], 1) for r in rows],
+            "epoch_s": [round(r["time"], 1) for r in rows],
             "final_train_loss": rows[-1]["train_loss"], "top1_per_epoch": top1}
 
 

@@ -261,20 +261,36 @@ def tables(d: dict) -> str:
         out += [f"| {j} | {w} | {n} | {a:.2f} | {f:.2f} | {g:+.2f} |" for j, w, n, a, f, g in conv]
         out.append("")
     # 7. wall time per job
-    rows = []
-    for method, recs in sorted(d["records"].items()):
-        for r in recs:
-            for c in r.get("commands", []):
-                rows.append((r["job"], c["step"], c["wall_s"]))
+    rows = job_walls(d["records"])
     if rows:
         out.append("| job | step | wall (min) |")
         out.append("|---|---|---|")
-        for job, step, wall in rows:
+        for job, step, wall, last_session in rows:
             if step.startswith("calibrate ") and not step.endswith("draw 0"):
                 continue
-            out.append(f"| {job} | {step} | {wall / 60:.1f} |")
-        out.append(f"\nTotal: {sum(w for _, _, w in rows) / 60:.0f} min of job time.\n")
+            out.append(f"| {job} | {step} | {wall / 60:.1f}{' *' if last_session else ''} |")
+        out.append(f"\nTotal: {sum(w for _, _, w, _ in rows) / 60:.0f} min of job time.")
+        if any(last_session for *_, last_session in rows):
+            out.append("\n\\* the last session's wall time only: the job predates per-epoch times, so a job that was "
+                       "interrupted and resumed shows only the part after its resume.")
+        out.append("")
     return "\n".join(out) + "\n"
+
+
+def job_walls(records: dict[str, list[dict]]) -> list[tuple[str, str, float, bool]]:
+    """(job, step, seconds, last session only) per command. A training step's time is the sum of its
+    epochs' times, which spans every session of a resumed job; a record without them (written before
+    they were kept) has only the wall time of the command's last session."""
+    rows = []
+    for _, recs in sorted(records.items()):
+        for r in recs:
+            epoch_s = (r.get("train") or {}).get("epoch_s")
+            for c in r.get("commands", []):
+                if c["step"] == "train" and epoch_s:
+                    rows.append((r["job"], c["step"], sum(epoch_s), False))
+                else:
+                    rows.append((r["job"], c["step"], c["wall_s"], c["step"] == "train"))
+    return rows
 
 
 def plot(d: dict, path: str) -> str | None:

@@ -32,6 +32,7 @@ def test_study_parts_dependencies_resume_and_report(tmp_path):
     assert [row["name"] for row in shared["eval"]] == names == [row["name"] for row in shared["eval_calibrated"]]
     assert all(row["images"] == 60 for row in shared["eval"])
     assert shared["train"]["epochs"] == 1 and shared["commands"][0]["command"].startswith("python -m slimnet.cli train")
+    assert len(shared["train"]["epoch_s"]) == 1 and 0 < shared["train"]["epoch_s"][0] <= shared["commands"][0]["wall_s"]
     us = json.load(open(results / "usnet_s0.json"))
     assert len(us["eval"]) == 14                                   # 0.35 ... 1.0 in steps of 0.05
     cal = json.load(open(results / "calibration_s0.json"))
@@ -134,3 +135,19 @@ def test_search_keeps_its_configs_with_the_results(tmp_path):
         if name.startswith("autoslim_retrain_"):
             channels = next(a for a in job.steps[0][1] if a.startswith("model.channels="))
             assert os.path.exists(channels.split("=", 1)[1])
+
+
+def test_report_times_a_resumed_job_by_its_epochs():
+    """A job resumed across sessions ran its training command once per session; the record's command
+    wall is the last session's. The report sums the epochs' times instead, and flags the records that
+    predate them."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+
+    resumed = {"job": "snet_s1", "train": {"epoch_s": [100.0, 120.0, 80.0]},
+               "commands": [{"step": "train", "wall_s": 90.0}, {"step": "evaluate", "wall_s": 12.0}]}
+    old = {"job": "snet_s0", "train": {"epochs": 3},
+           "commands": [{"step": "train", "wall_s": 193.2}, {"step": "evaluate", "wall_s": 22.7}]}
+    rows = study_report.job_walls({"snet": [old, resumed]})
+    assert rows == [("snet_s0", "train", 193.2, True), ("snet_s0", "evaluate", 22.7, False),
+                    ("snet_s1", "train", 300.0, False), ("snet_s1", "evaluate", 12.0, False)]
