@@ -70,17 +70,19 @@ def collect(results_dir: str) -> dict:
     acc["individual"] = {w: _stat(v) for w, v in fixed.items()}
     for method, key, label in (("snet", "eval", "S-Net"), ("snet_shared_bn", "eval", "shared BN"),
                                ("snet_shared_bn", "eval_calibrated", "shared BN + calibration"),
-                               ("usnet", "eval", "US-Net"), ("usnet_no_distill", "eval", "US-Net, no distillation"),
-                               ("autoslim_supernet", "eval", "AutoSlim supernet (uniform widths)")):
+                               ("usnet", "eval", "US-Net"), ("usnet_no_distill", "eval", "US-Net, no distillation")):
         per_w = defaultdict(list)
         for r in recs.get(method, []):
             for w, row in _by_width(r.get(key, [])).items():
                 per_w[w].append(row["top1"])
-                macs.setdefault(("sup" if method == "autoslim_supernet" else "") + str(w), row["macs"])
-                if method != "autoslim_supernet":
-                    macs.setdefault(w, row["macs"])
+                macs.setdefault(w, row["macs"])
         if per_w:
             acc[label] = {w: _stat(v) for w, v in per_w.items()}
+    # the AutoSlim supernet's uniform widths: its channel space is 1.5x, so a width's MACs are its own
+    supernet = {}
+    for r in recs.get("autoslim_supernet", []):
+        for w, row in _by_width(r.get("eval", [])).items():
+            supernet.setdefault(w, {"top1": [], "macs": row["macs"]})["top1"].append(row["top1"])
     autoslim = defaultdict(lambda: {"retrained": [], "in_supernet": [], "macs": [], "params": []})
     for r in recs.get("autoslim", []):
         (row,) = r["eval"]
@@ -96,7 +98,7 @@ def collect(results_dir: str) -> dict:
             row = rows.get(os.path.basename(path))
             if row is not None:
                 autoslim[float(w)]["in_supernet"].append(row["top1"])
-    return {"acc": acc, "macs": macs, "autoslim": autoslim, "searches": searches,
+    return {"acc": acc, "macs": macs, "autoslim": autoslim, "supernet": supernet, "searches": searches,
             "calibration": recs.get("calibration", []), "costs": recs.get("costs", []), "records": recs}
 
 
@@ -212,7 +214,15 @@ def tables(d: dict) -> str:
         drops = [b - a for a, b in zip(curve[1:], curve)]   # accuracy lost going one step wider
         out.append(f"\nUS-Net curve: largest accuracy drop from one width to the next wider one "
                    f"{max(max(drops), 0):.2f} points (0 = monotone).\n")
-    # 3. AutoSlim
+    # 3. AutoSlim: the supernet's uniform widths, then the searched configs
+    if d["supernet"]:
+        out.append("| width | MACs | AutoSlim supernet (BN calibrated) | US-Net | individual |")
+        out.append("|---|---|---|---|---|")
+        for w in sorted(d["supernet"], reverse=True):
+            sup = d["supernet"][w]
+            out.append(f"| {w:g} | {_M(sup['macs'])} | {_fmt(_stat(sup['top1']))} | {_fmt(us.get(w))} | "
+                       f"{_fmt(ind.get(w))} |")
+        out.append("\n(the AutoSlim supernet's uniform widths; its max is 1.5x, trained on labels every step)\n")
     if d["autoslim"]:
         out.append("| budget (MACs of uniform width) | searched config MACs | params | in the supernet "
                    "(calibrated) | retrained alone | uniform, trained alone | difference |")

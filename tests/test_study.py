@@ -151,3 +151,45 @@ def test_report_times_a_resumed_job_by_its_epochs():
     rows = study_report.job_walls({"snet": [old, resumed]})
     assert rows == [("snet_s0", "train", 193.2, True), ("snet_s0", "evaluate", 22.7, False),
                     ("snet_s1", "train", 300.0, False), ("snet_s1", "evaluate", 12.0, False)]
+
+
+def test_report_autoslim_section(tmp_path):
+    """The AutoSlim part of the report from records shaped as the study writes them: the supernet's
+    uniform widths next to US-Net and the individual models, each searched config in the supernet and
+    retrained (mean over seeds) against the uniform model of its budget, and the claim."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+
+    macs = {1.5: 12.6e6, 1.0: 5.6e6, 0.75: 3.78e6, 0.5: 1.75e6, 0.35: 1.04e6, 0.2: 0.5e6}
+
+    def rows(top1):
+        return [{"name": f"width {w:g}", "top1": t, "macs": macs[w], "images": 100} for w, t in top1.items()]
+    recs = [{"job": "autoslim_supernet_s0", "method": "autoslim_supernet", "seed": 0,
+             "eval": rows({1.5: 92.0, 1.0: 91.5, 0.35: 90.0, 0.2: 88.0})},
+            {"job": "usnet_s0", "method": "usnet", "seed": 0, "eval": rows({1.0: 93.0, 0.35: 92.0})},
+            {"job": "autoslim_search_s0", "method": "autoslim_search", "seed": 0, "iterations": 30, "removals": 40,
+             "candidates": 500, "search_s": 1800.0,
+             "files": {"1.0": "r/autoslim_search_s0/flops_5.6M.json", "0.35": "r/autoslim_search_s0/flops_1.04M.json"},
+             "eval_in_supernet": [{"name": "flops_5.6M.json", "top1": 91.8}, {"name": "flops_1.04M.json", "top1": 90.4}]}]
+    for seed, (ind, found) in enumerate([((93.0, 91.8), (93.4, 92.0)), ((93.2, 91.6), (93.2, 91.9))]):
+        for w, t in zip((1.0, 0.35), ind):
+            recs.append({"job": f"fixed_w{w}_s{seed}", "method": "fixed", "width": w, "seed": seed,
+                         "eval": [{"name": f"fixed {w}", "top1": t, "macs": macs[w], "images": 100}]})
+        for w, t in zip((1.0, 0.35), found):
+            recs.append({"job": f"autoslim_retrain_{w}_s{seed}", "method": "autoslim", "budget_width": w,
+                         "budget_macs": macs[w], "seed": seed,
+                         "eval": [{"name": "retrained", "top1": t, "macs": macs[w] * 0.98, "params": 2e6, "images": 100}]})
+    results = tmp_path / "r"
+    results.mkdir()
+    for rec in recs:
+        (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    d = study_report.collect(str(results))
+    report = study_report.tables(d)
+    assert "| 1.5 | 12.60M | 92.00 | - | - |" in report             # the supernet's widths, widest first
+    assert "| 0.35 | 1.04M | 90.00 | 92.00 | 91.70 ± 0.10 |" in report
+    assert "| 1 (5.60M) | 5.49M | 2.00M | 91.80 | 93.30 ± 0.10 | 93.10 ± 0.10 | +0.20 |" in report
+    assert "| 0.35 (1.04M) | 1.02M | 2.00M | 90.40 | 91.95 ± 0.05 | 91.70 ± 0.10 | +0.25 |" in report
+    assert "Search (seed 0): 30 scoring rounds, 40 removals, 500 candidate evaluations, 30.0 min." in report
+    claim = {c: (m, v) for c, m, v in study_report.claims(d)}[
+        "AutoSlim retrained at or above the uniform model of the same MACs at every budget"]
+    assert claim == ("1: +0.20, 0.35: +0.25", "yes (2 of 4 budgets so far)")
