@@ -168,9 +168,16 @@ def test_report_autoslim_section(tmp_path):
              "eval": rows({1.5: 92.0, 1.0: 91.5, 0.35: 90.0, 0.2: 88.0})},
             {"job": "usnet_s0", "method": "usnet", "seed": 0, "eval": rows({1.0: 93.0, 0.35: 92.0})},
             {"job": "autoslim_search_s0", "method": "autoslim_search", "seed": 0, "iterations": 30, "removals": 40,
-             "candidates": 500, "search_s": 1800.0,
+             "candidates": 500, "search_s": 1800.0, "budgets": {"1.0": macs[1.0], "0.35": macs[0.35]},
              "files": {"1.0": "r/autoslim_search_s0/flops_5.6M.json", "0.35": "r/autoslim_search_s0/flops_1.04M.json"},
-             "eval_in_supernet": [{"name": "flops_5.6M.json", "top1": 91.8}, {"name": "flops_1.04M.json", "top1": 90.4}]}]
+             "eval_in_supernet": [{"name": "flops_5.6M.json", "top1": 91.8, "macs": 5.5e6, "params": 2.1e6},
+                                  {"name": "flops_1.04M.json", "top1": 90.4, "macs": 1.03e6, "params": 0.5e6}]}]
+    results = tmp_path / "r"
+    results.mkdir()
+    for rec in recs:
+        (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    # the search done, nothing retrained yet: its configs in the supernet, with their own cost
+    assert "| 1 (5.60M) | 5.50M | 2.10M | 91.80 | 91.50 | - | - | - |" in study_report.tables(study_report.collect(str(results)))
     for seed, (ind, found) in enumerate([((93.0, 91.8), (93.4, 92.0)), ((93.2, 91.6), (93.2, 91.9))]):
         for w, t in zip((1.0, 0.35), ind):
             recs.append({"job": f"fixed_w{w}_s{seed}", "method": "fixed", "width": w, "seed": seed,
@@ -179,16 +186,14 @@ def test_report_autoslim_section(tmp_path):
             recs.append({"job": f"autoslim_retrain_{w}_s{seed}", "method": "autoslim", "budget_width": w,
                          "budget_macs": macs[w], "seed": seed,
                          "eval": [{"name": "retrained", "top1": t, "macs": macs[w] * 0.98, "params": 2e6, "images": 100}]})
-    results = tmp_path / "r"
-    results.mkdir()
     for rec in recs:
         (results / f"{rec['job']}.json").write_text(json.dumps(rec))
     d = study_report.collect(str(results))
     report = study_report.tables(d)
     assert "| 1.5 | 12.60M | 92.00 | - | - |" in report             # the supernet's widths, widest first
     assert "| 0.35 | 1.04M | 90.00 | 92.00 | 91.70 ± 0.10 |" in report
-    assert "| 1 (5.60M) | 5.49M | 2.00M | 91.80 | 93.30 ± 0.10 | 93.10 ± 0.10 | +0.20 |" in report
-    assert "| 0.35 (1.04M) | 1.02M | 2.00M | 90.40 | 91.95 ± 0.05 | 91.70 ± 0.10 | +0.25 |" in report
+    assert "| 1 (5.60M) | 5.49M | 2.00M | 91.80 | 91.50 | 93.30 ± 0.10 | 93.10 ± 0.10 | +0.20 |" in report
+    assert "| 0.35 (1.04M) | 1.02M | 2.00M | 90.40 | 90.00 | 91.95 ± 0.05 | 91.70 ± 0.10 | +0.25 |" in report
     assert "Search (seed 0): 30 scoring rounds, 40 removals, 500 candidate evaluations, 30.0 min." in report
     claim = {c: (m, v) for c, m, v in study_report.claims(d)}[
         "AutoSlim retrained at or above the uniform model of the same MACs at every budget"]
