@@ -12,6 +12,9 @@ official 10,000 test images:
   autoslim     a 1.5x AutoSlim supernet (trained without a 5,000-image held-out split), greedy
                search at the MACs of the 4 uniform widths (both with the first seed), the found
                configs retrained alone with every seed
+  headroom     random per-layer configs at the MACs of one budget (--headroom-width), scored in the
+               AutoSlim supernet and retrained alone (the first seed): how far apart do configs of
+               equal MACs land on this task, and does the supernet rank them as training alone does?
   convergence  the individual 1.0x model trained for twice the study's epochs (--long-epochs): does
                more training change the baseline? (With a cosine schedule the last 20% of epochs are
                its anneal, which gains on any length, so that bar alone cannot say.)
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import shutil
 import statistics
@@ -52,7 +56,7 @@ from study_report import WIDTHS, write_report  # noqa: E402  (bench/study_report
 
 from slimnet.utils import atomic_write_text  # noqa: E402
 
-PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "calibration", "convergence", "costs")
+PARTS = ("fixed", "snet", "shared_bn", "usnet", "autoslim", "headroom", "calibration", "convergence", "costs")
 LONG_WIDTHS = (1.0,)       # the convergence part's widths: the widest model gains most late in training
 US_WIDTHS = "0.35:1.0:0.05"
 CALIB_COUNTS = (250, 500, 1000, 2000, 4000, 8000)
@@ -97,6 +101,7 @@ class Study:
     # -- the jobs ------------------------------------------------------------------------------
     def jobs(self, seeds) -> list[Job]:
         jobs = self.autoslim_jobs(seeds)        # the longest chain first
+        jobs += self.headroom_jobs(seeds[0])
         # then whether the schedule is long enough, which decides whether the rest is worth running at it
         jobs += [self.train_eval_job(f"fixed_{tag(w)}_e{self.args.long_epochs}_s{seeds[0]}", "convergence",
                                      f"fmnist_fixed_{tag(w)}.yaml", seeds[0], [],
@@ -201,6 +206,40 @@ class Study:
                                                 {"method": "autoslim", "budget_width": w, "budget_macs": b.value,
                                                  "searched_by": search},
                                                 extra=[f"model.channels={channels}"], deps=[search]))
+        return jobs
+
+    def headroom_jobs(self, seed) -> list[Job]:
+        """Random configs at one budget's MACs (drawn as the supernet's training draws them, then
+        scaled to the budget), each scored in the AutoSlim supernet and retrained alone: the spread of
+        the retrained accuracies is the room any search has on this task, and their order against the
+        supernet's says whether its ranking carries over to training alone."""
+        a = self.args
+        w = a.headroom_width
+        sup = f"autoslim_supernet_s{seed}"
+        name = f"headroom_{tag(w)}_s{seed}"
+        work = self.run_dir(name)
+        kept = os.path.join(self.results, name)          # committed: the retrains read their configs there
+        names = [f"random{i}.json" for i in range(a.headroom_configs)]
+        ev = os.path.join(work, "eval_in_supernet.json")
+        budget = self.budgets()[w].value
+        steps = [("sample", [self.py, os.path.abspath(__file__), "--sample-configs", work, "--sample-budget",
+                             str(budget), "--sample-count", str(a.headroom_configs), "--sample-seed", str(seed)]),
+                 ("evaluate in supernet", self.evaluate(os.path.join(self.run_dir(sup), "last.pt"), ev,
+                                                        *[x for n in names for x in ("--channels", os.path.join(work, n))]))]
+
+        def collect(walls):
+            os.makedirs(kept, exist_ok=True)
+            for n in names:
+                shutil.copyfile(os.path.join(work, n), os.path.join(kept, n))
+            return {"method": "headroom_sample", "seed": seed, "budget_width": w, "budget_macs": budget,
+                    "files": [os.path.relpath(os.path.join(kept, n), ROOT) for n in names],
+                    "eval_in_supernet": _read_json(ev)["results"], "commands": walls}
+        jobs = [Job(name, "headroom", steps, collect, deps=[sup])]
+        for i, n in enumerate(names):
+            jobs.append(self.train_eval_job(f"headroom_{tag(w)}_r{i}_s{seed}", "headroom", "fmnist_autoslim_retrain.yaml",
+                                            seed, [], {"method": "headroom", "budget_width": w, "budget_macs": budget,
+                                                       "channels": os.path.relpath(os.path.join(kept, n), ROOT)},
+                                            extra=[f"model.channels={os.path.join(kept, n)}"], deps=[name]))
         return jobs
 
     def calibration_job(self, seed) -> Job:
@@ -321,6 +360,63 @@ def _train_stats(run: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# headroom: random configs at a budget
+# ---------------------------------------------------------------------------------------------
+SUPERNET_CONFIG = os.path.join(ROOT, "configs", "bench", "fmnist_autoslim_supernet.yaml")
+
+
+def random_config_at(space, budget: int, rng: random.Random, tolerance: float = 0.03):
+    """A per-layer random config of ``space`` with MACs in [(1 - tolerance) * budget, budget], or
+    None where rounding to channel divisors skips that band. Each group's width ratio is drawn
+    uniformly from the space's range, as the supernet's training draws them; then one factor,
+    found by bisection, scales every ratio to the budget (each group clamped to its range)."""
+    from slimnet.profile import profile
+    from slimnet.space import make_divisible
+
+    ratios = {g.name: rng.uniform(space.min_width, space.max_width) for g in space}
+
+    def at(scale):
+        return space.config({g.name: min(g.max, max(g.min, make_divisible(g.base * ratios[g.name] * scale, g.divisor)))
+                             for g in space})
+
+    def macs(scale):
+        return profile(space, at(scale)).macs
+    if macs(0.0) > budget:
+        raise ValueError(f"budget {budget:,} MACs is below the space's smallest config "
+                         f"({profile(space, at(0.0)).macs:,} MACs)")
+    lo, hi = 0.0, max(g.max / (g.base * ratios[g.name]) for g in space)    # hi: every group at its max
+    if macs(hi) <= budget:
+        return None                                   # the budget is above the whole space: no room to draw
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs(mid) <= budget else (lo, mid)
+    return at(lo) if macs(lo) >= (1 - tolerance) * budget else None
+
+
+def sample_configs(out_dir: str, budget: int, count: int, seed: int, config: str = SUPERNET_CONFIG) -> None:
+    """``count`` random configs at ``budget`` MACs in the channel space of the supernet ``config``,
+    written as channel JSONs random0.json ... (what `slimnet train model.channels=` reads)."""
+    from slimnet.config import load_config
+    from slimnet.train.plan import model_arch, prototype
+
+    exp = load_config(config)
+    space = prototype(exp.model.name, model_arch(exp, num_classes=10, in_channels=1, input_size=28)).space
+    rng = random.Random(seed)
+    found = []
+    for _ in range(100 * count):
+        cfg = random_config_at(space, budget, rng)
+        if cfg is not None and cfg not in found:
+            found.append(cfg)
+            if len(found) == count:
+                break
+    else:
+        raise RuntimeError(f"drew only {len(found)} of {count} configs within 3% under {budget:,} MACs")
+    os.makedirs(out_dir, exist_ok=True)
+    for i, cfg in enumerate(found):
+        cfg.save(os.path.join(out_dir, f"random{i}.json"))
+
+
+# ---------------------------------------------------------------------------------------------
 # costs: exported child vs plain torchvision model vs supernet
 # ---------------------------------------------------------------------------------------------
 def measure_costs(out: str, rounds: int = 15, repeats: int = 30) -> None:
@@ -386,6 +482,9 @@ def main(argv=None) -> int:
     p.add_argument("--calib-draws", type=int, default=CALIB_DRAWS,
                    help="calibration part: random draws per count up to 2000 images")
     p.add_argument("--long-epochs", type=int, default=60, help="convergence part: epochs of the long run")
+    p.add_argument("--headroom-width", type=float, default=0.35, choices=WIDTHS,
+                   help="headroom part: the budget, the MACs of this uniform width")
+    p.add_argument("--headroom-configs", type=int, default=6, help="headroom part: random configs retrained")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every training run (e.g. data.root=DIR), repeatable")
     p.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "study_fashion_mnist"))
@@ -393,12 +492,19 @@ def main(argv=None) -> int:
     p.add_argument("--report-md", default=os.path.join(ROOT, "bench", "results", "study_fashion_mnist.md"))
     p.add_argument("--report-png", default=os.path.join(ROOT, "docs", "img", "study_fashion_mnist.png"))
     p.add_argument("--measure-costs", metavar="OUT", help=argparse.SUPPRESS)
+    p.add_argument("--sample-configs", metavar="DIR", help=argparse.SUPPRESS)     # the headroom job's step
+    p.add_argument("--sample-budget", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sample-count", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sample-seed", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure_costs:
         measure_costs(args.measure_costs)
         return 0
-    if args.jobs < 1 or args.threads < 1:
-        p.error("--jobs and --threads must be >= 1")
+    if args.sample_configs:
+        sample_configs(args.sample_configs, args.sample_budget, args.sample_count, args.sample_seed)
+        return 0
+    if args.jobs < 1 or args.threads < 1 or args.headroom_configs < 1:
+        p.error("--jobs, --threads and --headroom-configs must be >= 1")
     study = Study(args)
     rc = 0
     if args.part != ["report"]:

@@ -104,7 +104,49 @@ def collect(results_dir: str) -> dict:
                     a["macs"].append(row["macs"])
                     a["params"].append(row["params"])
     return {"acc": acc, "macs": macs, "autoslim": autoslim, "supernet": supernet, "searches": searches,
+            "headroom": headroom(recs),
             "calibration": recs.get("calibration", []), "costs": recs.get("costs", []), "records": recs}
+
+
+def headroom(recs: dict) -> list[dict]:
+    """One row per random config of the headroom part: its cost, its accuracy in the AutoSlim
+    supernet and retrained alone (a list over seeds; empty until a retrain lands)."""
+    rows = []
+    for s in recs.get("headroom_sample", []):
+        scored = {os.path.basename(r["name"]): r for r in s["eval_in_supernet"]}
+        for path in s["files"]:
+            r = scored[os.path.basename(path)]
+            rows.append({"config": os.path.splitext(os.path.basename(path))[0], "path": path,
+                         "budget_width": s["budget_width"], "macs": r["macs"], "params": r["params"],
+                         "in_supernet": r["top1"], "retrained": []})
+    by_path = {r["path"]: r for r in rows}
+    for r in recs.get("headroom", []):
+        if r["channels"] in by_path:
+            by_path[r["channels"]]["retrained"].append(r["eval"][0]["top1"])
+    return rows
+
+
+def spearman(x, y) -> float | None:
+    """Spearman's rank correlation of two equal-length sequences (ties get their mean rank)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+    if len(x) < 3:
+        return None
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return num / den if den else None
 
 
 def convergence(records: dict) -> list[tuple]:
@@ -247,6 +289,7 @@ def tables(d: dict) -> str:
             out.append(f"\nSearch (seed {s['seed']}): {s['iterations']} scoring rounds, {s['removals']} removals, "
                        f"{s['candidates']} candidate evaluations, {s['search_s'] / 60:.1f} min.")
         out.append("")
+    out += headroom_table(d)
     # 4. calibration
     for c in d["calibration"]:
         per = defaultdict(lambda: defaultdict(list))
@@ -295,6 +338,43 @@ def tables(d: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def headroom_table(d: dict) -> list[str]:
+    """Random configs at one budget against the uniform width and the searched config there."""
+    rows = d["headroom"]
+    if not rows:
+        return []
+    w = rows[0]["budget_width"]
+    fixed = [r["eval"][0] for r in d["records"].get("fixed", []) if r["width"] == w]
+    a = d["autoslim"].get(w)
+    ref = []
+    if fixed:
+        ref.append({"config": f"uniform {w:g}x", "macs": fixed[0]["macs"], "params": fixed[0]["params"],
+                    "in_supernet": statistics.fmean((d["supernet"].get(w) or {}).get("top1") or [float("nan")]),
+                    "retrained": [f["top1"] for f in fixed]})
+    if a and a["in_supernet"] and a["macs"]:
+        ref.append({"config": "AutoSlim's search", "macs": statistics.fmean(a["macs"]),
+                    "params": statistics.fmean(a["params"]), "in_supernet": statistics.fmean(a["in_supernet"]),
+                    "retrained": a["retrained"]})
+    out = [f"| config at the {w:g}x budget | MACs | params | in the supernet | retrained alone |", "|---|---|---|---|---|"]
+    for r in ref + rows:
+        out.append(f"| {r['config']} | {_M(r['macs'])} | {r['params'] / 1e6:.2f}M | {r['in_supernet']:.2f} | "
+                   f"{_fmt(_stat(r['retrained']))} |")
+    done = [r for r in ref + rows if r["retrained"]]
+    rand = [statistics.fmean(r["retrained"]) for r in rows if r["retrained"]]
+    out.append("\n(random: each group's width drawn as the supernet's training draws it, then all scaled to the budget; "
+               "in the supernet: test top-1 with BN calibrated; retrained alone: the individual models' recipe)")
+    if rand:
+        text = (f"\nRandom configs retrained: {min(rand):.2f} to {max(rand):.2f} ({len(rand)} of {len(rows)}, "
+                f"range {max(rand) - min(rand):.2f} points).")
+        rho = spearman([r["in_supernet"] for r in done], [statistics.fmean(r["retrained"]) for r in done])
+        if rho is not None:
+            text += (f" Rank correlation (Spearman) of the supernet's accuracy with the retrained one over these "
+                     f"{len(done)} configs: {rho:+.2f}.")
+        out.append(text)
+    out.append("")
+    return out
+
+
 def job_walls(records: dict[str, list[dict]]) -> list[tuple[str, str, float, bool]]:
     """(job, step, seconds, last session only) per command. A training step's time is the sum of its
     epochs' times, which spans every session of a resumed job; a record without them (written before
@@ -328,6 +408,10 @@ def plot(d: dict, path: str) -> str | None:
         a.sort()
         series.append({"label": "AutoSlim (searched, retrained)", "macs": [m for m, _ in a],
                        "acc": [t for _, t in a], "style": "points"})
+    hr = [(r["macs"], statistics.fmean(r["retrained"])) for r in d["headroom"] if r["retrained"]]
+    if hr:
+        series.append({"label": "random configs (retrained)", "macs": [m for m, _ in hr], "acc": [t for _, t in hr],
+                       "style": "points"})
     if not series:
         return None
     return plot_accuracy_vs_macs(series, path, title="Fashion-MNIST, MobileNet v2 (28x28)")

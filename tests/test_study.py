@@ -53,6 +53,7 @@ def _study(tmp_path, **kw):
     study_mod = importlib.util.module_from_spec(spec)
     sys.modules["study"] = study_mod         # dataclasses look their module up there
     spec.loader.exec_module(study_mod)
+    kw = {"headroom_width": 0.35, "headroom_configs": 6, **kw}
     args = argparse.Namespace(results=str(tmp_path / "results"), runs=str(tmp_path / "runs"), jobs=1, threads=1,
                               override=[], long_epochs=60, **kw)
     return study_mod, study_mod.Study(args)
@@ -198,3 +199,81 @@ def test_report_autoslim_section(tmp_path):
     claim = {c: (m, v) for c, m, v in study_report.claims(d)}[
         "AutoSlim retrained at or above the uniform model of the same MACs at every budget"]
     assert claim == ("1: +0.20, 0.35: +0.25", "yes (2 of 4 budgets so far)")
+
+
+def test_random_configs_at_a_budget(tmp_path):
+    """Configs drawn within 3% under the budget, every group in its range, the same for the same seed,
+    and budgets outside the space refused or left empty."""
+    import random
+
+    from slimnet.models import build
+    from slimnet.profile import profile
+    study, _ = _study(tmp_path)
+    space = build("mobilenet_v2", num_classes=10, in_channels=1, input_size=28, max_width=1.5, min_width=0.2,
+                  downsample="imagenet").space
+    budget = profile(space, space.uniform(0.35)).macs
+    rng = random.Random(0)
+    cfgs = [c for c in (study.random_config_at(space, budget, rng) for _ in range(8)) if c is not None]
+    assert len(cfgs) >= 6 and len(set(cfgs)) == len(cfgs)
+    for c in cfgs:
+        assert 0.97 * budget <= profile(space, c).macs <= budget
+        assert all(space[n].min <= k <= space[n].max for n, k in c.items())
+    again = random.Random(0)
+    assert [study.random_config_at(space, budget, again) for _ in range(8)][0] == cfgs[0]
+    with pytest.raises(ValueError, match="below the space's smallest config"):
+        study.random_config_at(space, profile(space, space.min()).macs - 1, random.Random(0))
+    assert study.random_config_at(space, profile(space, space.max()).macs + 1, random.Random(0)) is None
+
+
+def test_headroom_jobs_sample_once_and_retrain_each_config(tmp_path):
+    _, study = _study(tmp_path, headroom_configs=3)
+    jobs = study.headroom_jobs(0)
+    assert [j.name for j in jobs] == ["headroom_w035_s0"] + [f"headroom_w035_r{i}_s0" for i in range(3)]
+    assert jobs[0].deps == ["autoslim_supernet_s0"] and all(j.deps == ["headroom_w035_s0"] for j in jobs[1:])
+    train = jobs[2].steps[0][1]
+    assert f"model.channels={tmp_path / 'results' / 'headroom_w035_s0' / 'random1.json'}" in train
+
+
+def test_spearman_matches_hand_computed_ranks():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+    assert study_report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert study_report.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x: 1 2 3 4, y: 2 1 4 3 -> 1 - 6 * (1 + 1 + 1 + 1) / (4 * 15) = 0.6
+    assert study_report.spearman([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
+    # a tie shares the mean rank: y ranks 1.5 1.5 3 4, Pearson of the ranks
+    assert study_report.spearman([1, 2, 3, 4], [5, 5, 6, 7]) == pytest.approx(0.9486832980505138)
+    assert study_report.spearman([1, 2], [1, 2]) is None
+
+
+def test_report_headroom_section(tmp_path):
+    """Random configs at a budget beside the uniform model and the searched config: their cost, their
+    accuracy in the supernet and retrained, the retrained spread and the rank correlation."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+    m = 1.04e6
+    recs = [{"job": "autoslim_supernet_s0", "method": "autoslim_supernet", "seed": 0,
+             "eval": [{"name": "width 0.35", "top1": 90.0, "macs": m, "images": 100}]},
+            {"job": "headroom_w035_s0", "method": "headroom_sample", "seed": 0, "budget_width": 0.35, "budget_macs": m,
+             "files": [f"r/headroom_w035_s0/random{i}.json" for i in range(3)],
+             "eval_in_supernet": [{"name": f"random{i}.json", "top1": t, "macs": 1.02e6, "params": p}
+                                  for i, (t, p) in enumerate([(89.0, 0.3e6), (89.5, 0.4e6), (90.5, 0.5e6)])]}]
+    recs += [{"job": f"headroom_w035_r{i}_s0", "method": "headroom", "budget_width": 0.35, "seed": 0,
+              "channels": f"r/headroom_w035_s0/random{i}.json", "eval": [{"name": "x", "top1": t, "macs": 1.02e6}]}
+             for i, t in ((0, 91.0), (2, 91.6))]
+    recs += [{"job": f"fixed_w035_s{s}", "method": "fixed", "width": 0.35, "seed": s,
+              "eval": [{"name": "fixed 0.35", "top1": t, "macs": m, "params": 0.41e6, "images": 100}]}
+             for s, t in ((0, 91.8), (1, 91.9))]
+    results = tmp_path / "r"
+    results.mkdir()
+    for rec in recs:
+        (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    d = study_report.collect(str(results))
+    report = study_report.tables(d)
+    assert "| uniform 0.35x | 1.04M | 0.41M | 90.00 | 91.85 ± 0.05 |" in report
+    assert "| random0 | 1.02M | 0.30M | 89.00 | 91.00 |" in report
+    assert "| random1 | 1.02M | 0.40M | 89.50 | - |" in report
+    # retrained: random0 91.0, random2 91.6, uniform 91.85; in the supernet 89.0, 90.5, 90.0 -> ranks 1 3 2 vs 1 2 3
+    assert "Random configs retrained: 91.00 to 91.60 (2 of 3, range 0.60 points)." in report
+    assert "over these 3 configs: +0.50." in report
+    assert study_report.plot(d, str(tmp_path / "p.png"))
