@@ -11,6 +11,7 @@ from collections import defaultdict
 WIDTHS = (1.0, 0.75, 0.5, 0.35)   # the study's uniform widths (bench/study_fashion_mnist.py uses these)
 TOLERANCE = 1.5    # points: S-MobileNet v2 on ImageNet was 0.6-1.3 from its individual models
 CONVERGED = 0.3    # points: converged when the last 20% of epochs gain less than this on the test set
+NOISE_FLOOR = 0.3  # points: the least seed noise a verdict assumes (two seeds under-estimate the spread)
 
 
 def _load(results_dir: str) -> dict[str, list[dict]]:
@@ -165,6 +166,12 @@ def convergence(records: dict) -> list[tuple]:
     return sorted(rows)
 
 
+def _noise(*stats) -> float:
+    """The seeds' noise for a verdict: the largest half range among the given (mean, half range, n)
+    stats, and at least NOISE_FLOOR."""
+    return max([NOISE_FLOOR] + [st[1] for group in stats for st in group if st])
+
+
 def claims(d: dict) -> list[tuple[str, str, str]]:
     """(claim, measured, verdict) with the papers' own tolerance; claims without data are left out."""
     acc, ind, out = d["acc"], d["acc"].get("individual", {}), []
@@ -182,7 +189,7 @@ def claims(d: dict) -> list[tuple[str, str, str]]:
     us = acc.get("US-Net", {})
     if len(us) > 2:
         ws = sorted(us)
-        noise = max([max(us[w][1] for w in ws), ind and max(s[1] for s in ind.values() if s) or 0, 0.3])
+        noise = _noise(us.values(), ind.values())
         drops = [us[a][0] - us[b][0] for a, b in zip(ws, ws[1:])]
         out.append(("US-Net curve monotone within noise",
                     f"largest drop to a wider width {max(max(drops), 0):.2f} pt (noise {noise:.2f})",
@@ -190,10 +197,14 @@ def claims(d: dict) -> list[tuple[str, str, str]]:
     diffs = {w: _stat(a["retrained"])[0] - ind[w][0] for w, a in d["autoslim"].items()
              if a["retrained"] and ind.get(w)}
     if diffs:
+        below = sorted((w for w, v in diffs.items() if v < 0), reverse=True)
+        noise = _noise([_stat(a["retrained"]) for a in d["autoslim"].values()], ind.values())
+        verdict = "yes" if not below else "no"
+        if below and all(-diffs[w] <= noise for w in below):
+            verdict += f": under at {', '.join(f'{w:g}' for w in below)} by less than the noise ({noise:.2f})"
         out.append(("AutoSlim retrained at or above the uniform model of the same MACs at every budget",
                     ", ".join(f"{w:g}: {v:+.2f}" for w, v in sorted(diffs.items(), reverse=True)),
-                    ("yes" if min(diffs.values()) >= 0 else "no") +
-                    ("" if len(diffs) == len(WIDTHS) else f" ({len(diffs)} of {len(WIDTHS)} budgets so far)")))
+                    verdict + ("" if len(diffs) == len(WIDTHS) else f" ({len(diffs)} of {len(WIDTHS)} budgets so far)")))
     for r in d["records"].get("fixed_long", []):      # the same model and seed, trained longer
         short = [x for x in d["records"].get("fixed", []) if x["width"] == r["width"] and x["seed"] == r["seed"]]
         if short:

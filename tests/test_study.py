@@ -277,3 +277,30 @@ def test_report_headroom_section(tmp_path):
     assert "Random configs retrained: 91.00 to 91.60 (2 of 3, range 0.60 points)." in report
     assert "over these 3 configs: +0.50." in report
     assert study_report.plot(d, str(tmp_path / "p.png"))
+
+
+def test_autoslim_verdict_names_budgets_under_by_less_than_the_noise(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import study_report
+    results = tmp_path / "r"
+    results.mkdir()
+    recs = []
+    for seed, (ind, found) in enumerate([((93.0, 91.8), (92.9, 92.2)), ((93.1, 91.9), (92.8, 92.0))]):
+        for w, t, f in zip((1.0, 0.35), ind, found):
+            recs.append({"job": f"fixed_{w}_s{seed}", "method": "fixed", "width": w, "seed": seed,
+                         "eval": [{"name": "x", "top1": t, "macs": 1e6}]})
+            recs.append({"job": f"autoslim_{w}_s{seed}", "method": "autoslim", "budget_width": w, "budget_macs": 1e6,
+                         "seed": seed, "eval": [{"name": "x", "top1": f, "macs": 1e6, "params": 1e5}]})
+    for rec in recs:
+        (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    claim = {c: (m, v) for c, m, v in study_report.claims(study_report.collect(str(results)))}[
+        "AutoSlim retrained at or above the uniform model of the same MACs at every budget"]
+    # 1.0: 92.85 - 93.05 = -0.20, inside the 0.30 floor; 0.35: 92.1 - 91.85 = +0.25
+    assert claim == ("1: -0.20, 0.35: +0.25",
+                     "no: under at 1 by less than the noise (0.30) (2 of 4 budgets so far)")
+    rec = recs[1]                                        # the 1.0x retrain of seed 0, now far under
+    rec["eval"][0]["top1"] = 91.0
+    (results / f"{rec['job']}.json").write_text(json.dumps(rec))
+    claim = {c: (m, v) for c, m, v in study_report.claims(study_report.collect(str(results)))}[
+        "AutoSlim retrained at or above the uniform model of the same MACs at every budget"]
+    assert claim[1] == "no (2 of 4 budgets so far)"      # -1.15: beyond even that budget's own 0.90 half range
