@@ -37,6 +37,7 @@ the tables (bench/results/study_fashion_mnist.md) and the plot (docs/img/study_f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -149,8 +150,9 @@ class Study:
         job.collect = lambda walls: {**base(walls), "eval_calibrated": _read_json(cal)["results"]}
         return job
 
-    def budgets(self):
-        """MACs of the uniform fixed models: the search's budgets."""
+    @functools.cached_property
+    def budgets(self) -> dict:
+        """MACs of the uniform fixed models: the search's budgets (and the headroom part's)."""
         import torch
 
         from slimnet.models import build
@@ -171,7 +173,7 @@ class Study:
         ckpt = os.path.join(run, "last.pt")
         jobs = [self.train_eval_job(sup, "autoslim", "fmnist_autoslim_supernet.yaml", seed,
                                     self.width_flags((1.5,) + WIDTHS + (0.2,)), {"method": "autoslim_supernet"})]
-        budgets = self.budgets()
+        budgets = self.budgets
         search_dir = os.path.join(run, "search")
         search = f"autoslim_search_s{seed}"
         ev = os.path.join(search_dir, "eval_in_supernet.json")
@@ -221,7 +223,7 @@ class Study:
         kept = os.path.join(self.results, name)          # committed: the retrains read their configs there
         names = [f"random{i}.json" for i in range(a.headroom_configs)]
         ev = os.path.join(work, "eval_in_supernet.json")
-        budget = self.budgets()[w].value
+        budget = self.budgets[w].value
         steps = [("sample", [self.py, os.path.abspath(__file__), "--sample-configs", work, "--sample-budget",
                              str(budget), "--sample-count", str(a.headroom_configs), "--sample-seed", str(seed)]),
                  ("evaluate in supernet", self.evaluate(os.path.join(self.run_dir(sup), "last.pt"), ev,
@@ -381,16 +383,17 @@ def random_config_at(space, budget: int, rng: random.Random, tolerance: float = 
 
     def macs(scale):
         return profile(space, at(scale)).macs
-    if macs(0.0) > budget:
-        raise ValueError(f"budget {budget:,} MACs is below the space's smallest config "
-                         f"({profile(space, at(0.0)).macs:,} MACs)")
+    smallest = macs(0.0)
+    if smallest > budget:
+        raise ValueError(f"budget {budget:,} MACs is below the space's smallest config ({smallest:,} MACs)")
     lo, hi = 0.0, max(g.max / (g.base * ratios[g.name]) for g in space)    # hi: every group at its max
     if macs(hi) <= budget:
         return None                                   # the budget is above the whole space: no room to draw
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if macs(mid) <= budget else (lo, mid)
-    return at(lo) if macs(lo) >= (1 - tolerance) * budget else None
+    cfg = at(lo)
+    return cfg if profile(space, cfg).macs >= (1 - tolerance) * budget else None
 
 
 def sample_configs(out_dir: str, budget: int, count: int, seed: int, config: str = SUPERNET_CONFIG) -> None:
