@@ -386,14 +386,18 @@ def random_config_at(space, budget: int, rng: random.Random, tolerance: float = 
     smallest = macs(0.0)
     if smallest > budget:
         raise ValueError(f"budget {budget:,} MACs is below the space's smallest config ({smallest:,} MACs)")
-    lo, hi = 0.0, max(g.max / (g.base * ratios[g.name]) for g in space)    # hi: every group at its max
+    lo, lo_macs = 0.0, smallest
+    hi = max(g.max / (g.base * ratios[g.name]) for g in space)    # every group at its max
     if macs(hi) <= budget:
         return None                                   # the budget is above the whole space: no room to draw
     for _ in range(40):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(mid) <= budget else (lo, mid)
-    cfg = at(lo)
-    return cfg if profile(space, cfg).macs >= (1 - tolerance) * budget else None
+        m = macs(mid)
+        if m <= budget:
+            lo, lo_macs = mid, m
+        else:
+            hi = mid
+    return at(lo) if lo_macs >= (1 - tolerance) * budget else None
 
 
 def sample_configs(out_dir: str, budget: int, count: int, seed: int, config: str = SUPERNET_CONFIG) -> None:
